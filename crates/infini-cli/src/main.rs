@@ -1,0 +1,43 @@
+//! `infini`: train and evaluate Infini-Transformer language models.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod model_info;
+
+/// Train and evaluate Infini-Transformer language models (Infini-attention, arXiv 2404.07143).
+#[derive(Parser)]
+#[command(name = "infini", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's parameter count and the size of its compressive memory.
+    ModelInfo {
+        /// A TOML config with a [model] table (e.g. configs/tiny.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::ModelInfo { config, json } => model_info::run(&config, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

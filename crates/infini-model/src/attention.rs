@@ -1,0 +1,110 @@
+//! Infini-attention: causal local attention inside a segment, mixed per head with a read from
+//! the compressive memory of the earlier segments, which is then updated with this segment.
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor};
+
+use crate::config::{MemoryUpdate, ModelConfig};
+use crate::memory::{Memory, sigma};
+use crate::rope::Rope;
+
+/// One layer's Infini-attention.
+#[derive(Module, Debug)]
+pub struct InfiniAttention {
+    /// Query projection `d_model → heads · d_k`.
+    pub wq: Linear,
+    /// Key projection.
+    pub wk: Linear,
+    /// Value projection.
+    pub wv: Linear,
+    /// Output projection `heads · d_v → d_model`.
+    pub wo: Linear,
+    /// Gate β, one scalar per head: `sigmoid(β)` weighs the memory path. Absent for `memory = "none"`.
+    pub beta: Option<Param<Tensor<1>>>,
+    n_heads: usize,
+    head_dim: usize,
+    #[module(skip)]
+    update: MemoryUpdate,
+}
+
+fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out)
+        .with_bias(false)
+        .with_initializer(Initializer::Normal { mean: 0.0, std })
+        .init(device)
+}
+
+impl InfiniAttention {
+    /// Builds the layer; `out_std` initialises the output projection (scaled down with depth).
+    pub fn new(config: &ModelConfig, out_std: f64, device: &Device) -> Self {
+        let (d, h, dk) = (config.d_model, config.n_heads, config.head_dim());
+        let std = config.init_std;
+        let beta = config.memory.has_memory().then(|| {
+            Initializer::Constant { value: config.gate_init }.init([h], device)
+        });
+        Self {
+            wq: linear(d, h * dk, std, device),
+            wk: linear(d, h * dk, std, device),
+            wv: linear(d, h * dk, std, device),
+            wo: linear(h * dk, d, out_std, device),
+            beta,
+            n_heads: h,
+            head_dim: dk,
+            update: config.memory,
+        }
+    }
+
+    /// `[B, N, H·d] → [B, H, N, d]`: split the channels into heads, then move heads before time.
+    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, n, _] = x.dims();
+        x.reshape([b, n, self.n_heads, self.head_dim]).swap_dims(1, 2)
+    }
+
+    /// `[B, H, N, d] → [B, N, H·d]`, the inverse of [`Self::split_heads`].
+    fn merge_heads(&self, x: Tensor<4>) -> Tensor<3> {
+        let [b, h, n, d] = x.dims();
+        x.swap_dims(1, 2).reshape([b, n, h * d])
+    }
+
+    /// `sigmoid(β)` as `[1, H, 1, 1]`, or `None` without memory.
+    pub fn gate(&self) -> Option<Tensor<4>> {
+        self.beta.as_ref().map(|b| sigmoid(b.val()).reshape([1, self.n_heads, 1, 1]))
+    }
+
+    /// Attends over one segment `x: [B, N, d_model]`, reading `memory` (that of segments before
+    /// this one) and returning the output and the memory updated with this segment.
+    /// `memory` must be `Some` exactly when the layer has a memory.
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, memory: Option<Memory>) -> (Tensor<3>, Option<Memory>) {
+        let q = self.split_heads(self.wq.forward(x.clone()));
+        let k = self.split_heads(self.wk.forward(x.clone()));
+        let v = self.split_heads(self.wv.forward(x));
+
+        let causal = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+        let local = attention(rope.apply(q.clone(), 0), rope.apply(k.clone(), 0), v.clone(), None, None, causal);
+
+        let (mixed, memory) = match (self.gate(), memory) {
+            (Some(g), Some(memory)) => {
+                let retrieved = memory.retrieve(sigma(q));
+                let sigma_k = sigma(k);
+                let memory = match self.update {
+                    MemoryUpdate::Linear => memory.update_linear(sigma_k, v),
+                    MemoryUpdate::Delta => memory.update_delta(sigma_k, v),
+                    MemoryUpdate::None => unreachable!("a layer without memory has no gate"),
+                };
+                let mixed = retrieved * g.clone() + local * (g.neg() + 1.0);
+                (mixed, Some(memory))
+            }
+            (None, None) => (local, None),
+            (gate, memory) => panic!(
+                "memory mismatch: layer has memory = {}, caller passed memory = {}",
+                gate.is_some(),
+                memory.is_some()
+            ),
+        };
+        (self.wo.forward(self.merge_heads(mixed)), memory)
+    }
+}

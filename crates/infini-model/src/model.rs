@@ -1,0 +1,177 @@
+//! The Infini-Transformer language model: embedding → blocks → final norm → LM head.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::attention::InfiniAttention;
+use crate::config::ModelConfig;
+use crate::memory::{Memory, MemoryState};
+use crate::rope::Rope;
+
+/// SwiGLU feed-forward: `w2(silu(w1 x) ⊙ w3 x)`.
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    /// Gate projection `d_model → ffn_hidden`.
+    pub w1: Linear,
+    /// Output projection `ffn_hidden → d_model`.
+    pub w2: Linear,
+    /// Up projection `d_model → ffn_hidden`.
+    pub w3: Linear,
+}
+
+impl FeedForward {
+    fn new(config: &ModelConfig, out_std: f64, device: &Device) -> Self {
+        let (d, f) = (config.d_model, config.ffn_hidden);
+        let init = |d_in, d_out, std| {
+            LinearConfig::new(d_in, d_out)
+                .with_bias(false)
+                .with_initializer(Initializer::Normal { mean: 0.0, std })
+                .init(device)
+        };
+        Self { w1: init(d, f, config.init_std), w2: init(f, d, out_std), w3: init(d, f, config.init_std) }
+    }
+
+    /// Applies the FFN to `[B, N, d_model]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.w2.forward(silu(self.w1.forward(x.clone())) * self.w3.forward(x))
+    }
+}
+
+/// A pre-norm block: `x + attn(norm(x))`, then `x + ffn(norm(x))`.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// Norm before attention.
+    pub attn_norm: RmsNorm,
+    /// Infini-attention.
+    pub attn: InfiniAttention,
+    /// Norm before the FFN.
+    pub ffn_norm: RmsNorm,
+    /// SwiGLU FFN.
+    pub ffn: FeedForward,
+    dropout: Dropout,
+}
+
+impl Block {
+    fn new(config: &ModelConfig, device: &Device) -> Self {
+        // GPT-2's scaled init of the projections that write into the residual stream.
+        let out_std = config.init_std / (2.0 * config.n_layers as f64).sqrt();
+        let norm = || RmsNormConfig::new(config.d_model).with_epsilon(config.norm_eps).init(device);
+        Self {
+            attn_norm: norm(),
+            attn: InfiniAttention::new(config, out_std, device),
+            ffn_norm: norm(),
+            ffn: FeedForward::new(config, out_std, device),
+            dropout: DropoutConfig::new(config.dropout).init(),
+        }
+    }
+
+    /// One segment through the block, reading and returning this layer's memory.
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, memory: Option<Memory>) -> (Tensor<3>, Option<Memory>) {
+        let (a, memory) = self.attn.forward(self.attn_norm.forward(x.clone()), rope, memory);
+        let x = x + self.dropout.forward(a);
+        let x = x.clone() + self.dropout.forward(self.ffn.forward(self.ffn_norm.forward(x)));
+        (x, memory)
+    }
+}
+
+/// The Infini-Transformer LM. Process a long sequence segment by segment, threading the
+/// [`MemoryState`] returned by one call into the next.
+#[derive(Module, Debug)]
+pub struct InfiniLm {
+    /// Token embedding `[vocab, d_model]` (also the output head when tied).
+    pub embedding: Embedding,
+    /// The transformer blocks.
+    pub blocks: Vec<Block>,
+    /// Norm after the last block.
+    pub final_norm: RmsNorm,
+    /// Separate output head `d_model → vocab`, absent when tied to the embedding.
+    pub lm_head: Option<Linear>,
+    rope: Rope,
+    segment_len: usize,
+}
+
+impl ModelConfig {
+    /// Builds a freshly initialised model on `device`. Panics on an invalid config: call
+    /// [`ModelConfig::validate`] first to get an error instead.
+    pub fn init(&self, device: &Device) -> InfiniLm {
+        if let Err(e) = self.validate() {
+            panic!("invalid model config: {e}");
+        }
+        let init = Initializer::Normal { mean: 0.0, std: self.init_std };
+        InfiniLm {
+            embedding: EmbeddingConfig::new(self.vocab_size, self.d_model).with_initializer(init.clone()).init(device),
+            blocks: (0..self.n_layers).map(|_| Block::new(self, device)).collect(),
+            final_norm: RmsNormConfig::new(self.d_model).with_epsilon(self.norm_eps).init(device),
+            lm_head: (!self.tie_embeddings).then(|| {
+                LinearConfig::new(self.d_model, self.vocab_size)
+                    .with_bias(false)
+                    .with_initializer(init)
+                    .init(device)
+            }),
+            rope: Rope::new(self.segment_len, self.head_dim(), self.rope_theta, device),
+            segment_len: self.segment_len,
+        }
+    }
+}
+
+impl InfiniLm {
+    /// Tokens per segment this model was built for (the longest input of one forward call).
+    pub fn segment_len(&self) -> usize {
+        self.segment_len
+    }
+
+    /// Embeds `tokens: [B, N]` into `[B, N, d_model]`.
+    pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.embedding.forward(tokens)
+    }
+
+    /// Runs one segment of embedded inputs `x: [B, N, d_model]` (N ≤ segment_len) through the
+    /// blocks, first emptying the memory of the streams flagged in `reset` (one flag per stream,
+    /// or empty for none). Returns the final-normed hidden states and the updated memory.
+    pub fn forward_embedded(&self, x: Tensor<3>, memory: MemoryState, reset: &[bool]) -> (Tensor<3>, MemoryState) {
+        let [b, n, _] = x.dims();
+        assert!(n <= self.segment_len, "segment of {n} tokens exceeds segment_len {}", self.segment_len);
+        assert!(reset.is_empty() || reset.len() == b, "reset has {} flags for a batch of {b}", reset.len());
+        let memory = memory.reset(reset);
+        let has_memory = !memory.layers.is_empty();
+        assert!(
+            !has_memory || memory.batch_size() == b,
+            "memory holds {} streams, batch has {b}",
+            memory.batch_size()
+        );
+        assert!(
+            has_memory == self.blocks[0].attn.beta.is_some(),
+            "memory state does not match the model (one has memory, the other not)"
+        );
+        let mut layers = memory.layers.into_iter();
+        let mut next = Vec::with_capacity(self.blocks.len());
+        let mut h = x;
+        for block in &self.blocks {
+            let (out, mem) = block.forward(h, &self.rope, layers.next());
+            h = out;
+            next.extend(mem);
+        }
+        (self.final_norm.forward(h), MemoryState { layers: next })
+    }
+
+    /// Projects final hidden states `[B, N, d_model]` to logits `[B, N, vocab]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, n, d] = hidden.dims();
+                let w = self.embedding.weight.val();
+                let vocab = w.dims()[0];
+                hidden.reshape([b * n, d]).matmul(w.transpose()).reshape([b, n, vocab])
+            }
+        }
+    }
+
+    /// One segment of `tokens: [B, N]` → logits `[B, N, vocab]` and the updated memory.
+    pub fn forward(&self, tokens: Tensor<2, Int>, memory: MemoryState, reset: &[bool]) -> (Tensor<3>, MemoryState) {
+        let (hidden, memory) = self.forward_embedded(self.embed(tokens), memory, reset);
+        (self.logits(hidden), memory)
+    }
+}
