@@ -20,7 +20,7 @@ pub fn tensor<const D: usize>(values: &[f64], shape: [usize; D], device: &Device
 }
 
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
 }
 
 pub fn tokens(rng: &mut StdRng, batch: usize, len: usize, vocab: usize, device: &Device) -> Tensor<2, Int> {
