@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod data;
 mod model_info;
 
 /// Train and evaluate Infini-Transformer language models (Infini-attention, arXiv 2404.07143).
@@ -26,12 +28,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a tokenizer.
+    #[command(subcommand)]
+    Tokenizer(data::TokenizerCommand),
+    /// Prepare corpora into token shards and inspect them.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Measure throughput (JSON output).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::ModelInfo { config, json } => model_info::run(&config, json),
+        Command::Tokenizer(c) => data::tokenizer(c),
+        Command::Data(c) => data::data(c),
+        Command::Bench(c) => bench::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

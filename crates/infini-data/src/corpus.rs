@@ -116,6 +116,7 @@ impl Corpus {
         if !root.is_dir() {
             return fail(format!("corpus folder {} does not exist or is not a folder", root.display()));
         }
+        let root = fs::canonicalize(&root).context(|| format!("cannot resolve {}", root.display()))?;
         let corpus = Corpus { root, format, config_filter };
         if format != Format::Text {
             for split in Split::ALL {

@@ -70,10 +70,12 @@ impl Tokenizer {
 
 /// Trains a byte-level BPE of `vocab_size` ids on `documents` (at most `max_bytes` of text),
 /// writes it atomically to `out` and returns it loaded. Id 0 is [`END_OF_TEXT`].
+/// `expected_bytes`, if known, sizes the progress bar.
 pub fn train_bpe(
     documents: impl Iterator<Item = Result<Document>> + Send,
     vocab_size: usize,
     max_bytes: u64,
+    expected_bytes: Option<u64>,
     out: &Path,
 ) -> Result<Tokenizer> {
     if vocab_size < 257 {
@@ -95,7 +97,7 @@ pub fn train_bpe(
         .map_err(|e| DataError(format!("cannot build tokenizer: {e}")))?;
 
     // Stream documents into the trainer up to the byte budget; the first read error stops it.
-    let progress = Mutex::new(Progress::new("training BPE: reading", "bytes", Some(max_bytes)));
+    let progress = Mutex::new(Progress::new("training BPE", "bytes", expected_bytes.map(|b| b.min(max_bytes))));
     let first_error: Mutex<Option<DataError>> = Mutex::new(None);
     let mut total = 0u64;
     let texts = documents.map_while(|doc| match doc {
