@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod data;
+mod eval;
 mod model_info;
+mod train;
 
 /// Train and evaluate Infini-Transformer language models (Infini-attention, arXiv 2404.07143).
 #[derive(Parser)]
@@ -34,6 +36,10 @@ enum Command {
     /// Prepare corpora into token shards and inspect them.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train a model from a config (truncated backprop through the memory).
+    Train(train::TrainArgs),
+    /// Perplexity of a checkpoint over whole documents, streamed with the memory.
+    Eval(eval::EvalArgs),
     /// Measure throughput (JSON output).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -46,6 +52,8 @@ fn main() -> ExitCode {
         Command::Tokenizer(c) => data::tokenizer(c),
         Command::Data(c) => data::data(c),
         Command::Bench(c) => bench::run(c),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

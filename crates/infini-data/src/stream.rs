@@ -94,6 +94,8 @@ pub struct SegmentStream {
     eligible: Vec<usize>,
     order: Vec<usize>,
     cursor: StreamCursor,
+    /// Read at most this many tokens of each document (evaluation on long books).
+    limit: Option<usize>,
 }
 
 impl SegmentStream {
@@ -105,6 +107,24 @@ impl SegmentStream {
     /// Streams that read every document once, in index order (for evaluation), then go idle.
     pub fn sequential(split: Arc<SplitData>, batch: usize, segment_len: usize) -> Result<Self> {
         Self::new(split, batch, segment_len, None)
+    }
+
+    /// Streams that read the given documents once, in the given order, at most `limit` tokens
+    /// of each, then go idle (for evaluation on a subset).
+    pub fn documents(
+        split: Arc<SplitData>,
+        batch: usize,
+        segment_len: usize,
+        docs: Vec<usize>,
+        limit: Option<usize>,
+    ) -> Result<Self> {
+        if let Some(&bad) = docs.iter().find(|&&d| d >= split.len()) {
+            return fail(format!("document {bad} is out of range: the {} split has {}", split.split, split.len()));
+        }
+        let mut stream = Self::new(split, batch, segment_len, None)?;
+        stream.order = docs.into_iter().filter(|&d| stream.split.doc(d).len >= 2).collect();
+        stream.limit = limit;
+        Ok(stream)
     }
 
     fn new(split: Arc<SplitData>, batch: usize, segment_len: usize, seed: Option<u64>) -> Result<Self> {
@@ -145,7 +165,7 @@ impl SegmentStream {
         if cursor.next > order.len() || cursor.streams.iter().any(|s| s.doc.is_some_and(|d| d >= split.len())) {
             return fail("the saved data position is out of range for this split: resume with the same prepared data");
         }
-        Ok(Self { split, segment_len, eligible, order, cursor })
+        Ok(Self { split, segment_len, eligible, order, cursor, limit: None })
     }
 
     /// The current position, to save in a checkpoint.
@@ -181,7 +201,8 @@ impl SegmentStream {
 
     /// Targets left in the stream's current document.
     fn remaining(&self, pos: &StreamPos) -> usize {
-        pos.doc.map_or(0, |d| (self.split.doc(d).len as usize - 1).saturating_sub(pos.offset))
+        let len = |d: usize| (self.split.doc(d).len as usize).min(self.limit.unwrap_or(usize::MAX));
+        pos.doc.map_or(0, |d| len(d).saturating_sub(1).saturating_sub(pos.offset))
     }
 
     /// The next segment of every stream.

@@ -1,1 +1,13 @@
+//! Training and evaluation of Infini-Transformer LMs: truncated backprop through the memory
+//! across segments, optimizers and schedules, checkpoints, and perplexity evaluation.
 
+pub mod config;
+pub mod optim;
+pub mod eval;
+pub mod loss;
+pub mod checkpoint;
+pub mod backend;
+pub mod trainer;
+
+pub use config::RunConfig;
+pub use trainer::{RunOptions, Start, Summary, train};

@@ -1,0 +1,79 @@
+//! `infini eval`: perplexity of a checkpoint over whole documents.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+use clap::Args;
+use infini_data::{PreparedData, Split};
+use infini_train::checkpoint;
+use infini_train::eval::{EvalOptions, evaluate};
+use infini_train::backend;
+
+/// Arguments of `infini eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A checkpoint folder, or a run folder (its best checkpoint, else its latest).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Prepared data (default: the data the checkpoint was trained on).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Split to evaluate: train, validation or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Evaluate only the first N documents (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub max_docs: usize,
+    /// Read at most T tokens of each document (0 = whole documents).
+    #[arg(long, default_value_t = 0)]
+    pub max_tokens_per_doc: usize,
+    /// Documents evaluated side by side.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Also write the full results (including perplexity by segment index) as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Compute backend: flex, wgpu or cuda.
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let device = backend::device(&args.backend).map_err(|e| anyhow!(e))?;
+    let ckpt = checkpoint::resolve(&args.checkpoint).map_err(|e| anyhow!(e))?;
+    let (config, state) = checkpoint::read_meta(&ckpt).map_err(|e| anyhow!(e))?;
+    let data_dir = args.data.unwrap_or_else(|| config.data.prepared.clone());
+    let data = PreparedData::open(&data_dir)?;
+    if data.manifest.vocab_size != config.model.vocab_size {
+        bail!(
+            "{} has {} token ids but the model of {} has vocab_size {}: evaluate on data prepared with the model's tokenizer",
+            data_dir.display(),
+            data.manifest.vocab_size,
+            ckpt.display(),
+            config.model.vocab_size
+        );
+    }
+    if data.manifest.tokenizer_hash != state.tokenizer_hash {
+        eprintln!("warning: {} was prepared with another tokenizer than the training data (same vocab size)", data_dir.display());
+    }
+    let split = Split::parse(&args.split)?;
+    let split_data = Arc::new(data.split(split)?);
+    if split_data.is_empty() {
+        bail!("the {split} split of {} has no documents", data_dir.display());
+    }
+    let model = checkpoint::load_model(&ckpt, config.model.init(&device)).map_err(|e| anyhow!(e))?;
+    let options =
+        EvalOptions { max_docs: args.max_docs, max_tokens_per_doc: args.max_tokens_per_doc, batch_size: args.batch_size, progress: true };
+    let result = evaluate(&model, &config.model, split_data, &options, &device)?;
+    println!("checkpoint        {} (step {})", ckpt.display(), state.step);
+    println!("data              {} [{split}], {} documents, {} tokens", data_dir.display(), result.documents, result.tokens);
+    println!("loss              {:.4} nats/token", result.loss);
+    println!("perplexity        {:.3} (token), {:.3} (word)", result.perplexity, result.word_perplexity);
+    println!("bits per byte     {:.4}", result.bits_per_byte);
+    println!("speed             {:.0} tokens/s ({:.1}s)", result.tokens_per_s, result.seconds);
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&result)?).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

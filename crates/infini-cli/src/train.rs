@@ -1,0 +1,70 @@
+//! `infini train`: wiring to infini-train.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow, bail};
+use clap::Args;
+use infini_train::{RunConfig, RunOptions, Start, backend, train};
+
+/// Arguments of `infini train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Run config (TOML with [model], [data], [train], [eval], [checkpoint]); e.g. configs/tiny.toml.
+    #[arg(long, required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Override a config value, e.g. --set train.steps=20 --set data.batch_size=2 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Run folder (default: checkpoint.dir of the config).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in this folder exactly where its latest checkpoint stopped.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "init_from", "run_dir"])]
+    pub resume: Option<PathBuf>,
+    /// Start from the weights of this checkpoint (or run folder) with a new config: continual
+    /// pre-training, e.g. at a longer data.seq_len.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub init_from: Option<PathBuf>,
+    /// Compute backend: flex (CPU), wgpu or cuda (the last two need the matching cargo feature).
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    /// Stop after this many steps of this invocation (the schedule still spans train.steps).
+    #[arg(long, hide = true)]
+    pub max_steps: Option<u64>,
+    /// Testing aid: make the loss of steps FROM..TO non-finite (e.g. 3..5).
+    #[arg(long, hide = true, env = "INFINI_POISON_STEPS")]
+    pub poison_steps: Option<String>,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let device = backend::device(&args.backend).map_err(|e| anyhow!(e))?;
+    let (config, start, run_dir) = if let Some(run_dir) = args.resume {
+        let path = run_dir.join("config.toml");
+        if !path.exists() {
+            bail!("{} is not a run folder (no config.toml): pass the folder given to --run-dir or checkpoint.dir", run_dir.display());
+        }
+        (RunConfig::load(&path, &args.overrides).map_err(|e| anyhow!(e))?, Start::Resume, run_dir)
+    } else {
+        let path = args.config.expect("clap requires --config without --resume");
+        let config = RunConfig::load(&path, &args.overrides).map_err(|e| anyhow!(e))?;
+        let run_dir = args.run_dir.unwrap_or_else(|| config.checkpoint.dir.clone());
+        let start = match args.init_from {
+            Some(ckpt) => Start::InitFrom(ckpt),
+            None => Start::Fresh,
+        };
+        (config, start, run_dir)
+    };
+    let poison_steps = match args.poison_steps {
+        Some(r) => {
+            let (a, b) = r.split_once("..").ok_or_else(|| anyhow!("--poison-steps expects FROM..TO"))?;
+            Some(a.parse::<u64>()?..b.parse::<u64>()?)
+        }
+        None => None,
+    };
+    let options = RunOptions { run_dir, device, max_steps_this_run: args.max_steps, poison_steps };
+    let summary = train(config, start, options).map_err(|e| anyhow!(e))?;
+    if let Some(v) = summary.validation {
+        println!("validation perplexity {:.2} (loss {:.4}) at step {}", v.perplexity, v.loss, summary.step);
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Checkpoints: one folder per save, written whole into a temporary folder, fsynced, then renamed.
+//!
+//! ```text
+//! RUN/checkpoints/step-00000100/
+//!     model.bpk        model weights (burnpack)
+//!     optimizer.bpk    optimizer state (burnpack)
+//!     state.json       step, tokens, data cursor, best validation loss, …
+//!     config.toml      the resolved run config
+//!     memory.bin       carried memory (streaming mode only), little-endian f32
+//! RUN/checkpoints/best/  hard links to the files of the best checkpoint so far
+//! ```
+//! A folder is either complete or absent (a half-written one keeps its temporary name), so a
+//! crash at any moment leaves the previous checkpoints loadable.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use infini_data::StreamCursor;
+use infini_data::fsutil::{sync_dir, temp_path};
+use infini_model::{InfiniLm, Memory, MemoryState, ModelConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+
+/// Training progress saved with the weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Training tokens (targets) seen.
+    pub tokens: u64,
+    /// The data stream's position.
+    pub cursor: StreamCursor,
+    /// Best validation loss so far.
+    pub best_val_loss: Option<f64>,
+    /// Steps skipped for non-finite loss or gradients, in total.
+    pub skipped_steps: u64,
+    /// Consecutive skipped steps at save time.
+    pub bad_in_row: u64,
+    /// Training seconds so far.
+    pub seconds: f64,
+    /// SHA-256 of the tokenizer of the training data.
+    pub tokenizer_hash: String,
+    /// Shapes of the carried memory in `memory.bin` (streaming mode), per layer `[m, z]`.
+    #[serde(default)]
+    pub memory_shapes: Vec<[Vec<usize>; 2]>,
+}
+
+/// A checkpoint that could not be read or does not fit.
+pub type Result<T> = std::result::Result<T, String>;
+
+fn io<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
+    r.map_err(|e| format!("{}: {e}", what()))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = io(fs::File::create(path), || format!("cannot create {}", path.display()))?;
+    io(f.write_all(bytes), || format!("cannot write {} (disk full?)", path.display()))?;
+    io(f.sync_all(), || format!("cannot sync {}", path.display()))
+}
+
+/// Name of the checkpoint folder of `step`.
+pub fn step_name(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+/// Everything a checkpoint holds, borrowed for saving.
+pub struct Snapshot<'a> {
+    /// The model.
+    pub model: &'a InfiniLm,
+    /// The optimizer.
+    pub optimizer: &'a ModuleOptimizer,
+    /// Progress.
+    pub state: &'a TrainState,
+    /// The resolved config.
+    pub config: &'a RunConfig,
+    /// Carried memory (streaming mode).
+    pub memory: Option<&'a MemoryState>,
+}
+
+fn f32_bytes(values: Vec<f32>) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn tensor_values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data")
+}
+
+/// Writes a checkpoint of `snapshot` into `RUN/checkpoints/step-N` atomically; returns its path.
+pub fn save(run_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf> {
+    let dir = run_dir.join("checkpoints");
+    io(fs::create_dir_all(&dir), || format!("cannot create {}", dir.display()))?;
+    let final_path = dir.join(step_name(snapshot.state.step));
+    let tmp = temp_path(&final_path);
+    let _ = fs::remove_dir_all(&tmp);
+    io(fs::create_dir(&tmp), || format!("cannot create {}", tmp.display()))?;
+    let written = (|| {
+        let model = snapshot.model.clone().into_record().into_bytes().map_err(|e| format!("cannot encode model: {e}"))?;
+        write_synced(&tmp.join("model.bpk"), &model)?;
+        let optimizer = snapshot.optimizer.into_bytes().map_err(|e| format!("cannot encode optimizer state: {e}"))?;
+        write_synced(&tmp.join("optimizer.bpk"), &optimizer)?;
+        let mut state = snapshot.state.clone();
+        if let Some(memory) = snapshot.memory {
+            let mut bytes = Vec::new();
+            state.memory_shapes = memory.layers.iter().map(|l| [l.m.dims().to_vec(), l.z.dims().to_vec()]).collect();
+            for layer in &memory.layers {
+                bytes.extend(f32_bytes(tensor_values(&layer.m)));
+                bytes.extend(f32_bytes(tensor_values(&layer.z)));
+            }
+            write_synced(&tmp.join("memory.bin"), &bytes)?;
+        }
+        write_synced(&tmp.join("state.json"), serde_json::to_string_pretty(&state).expect("state").as_bytes())?;
+        write_synced(&tmp.join("config.toml"), snapshot.config.to_toml().as_bytes())?;
+        sync_dir(&tmp).map_err(|e| e.to_string())?;
+        if final_path.exists() {
+            io(fs::remove_dir_all(&final_path), || format!("cannot replace {}", final_path.display()))?;
+        }
+        io(fs::rename(&tmp, &final_path), || format!("cannot move checkpoint into {}", final_path.display()))?;
+        sync_dir(&dir).map_err(|e| e.to_string())
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(format!("checkpoint not saved ({e}); the previous checkpoints are intact"));
+    }
+    Ok(final_path)
+}
+
+/// Checkpoint folders of a run, oldest first.
+pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = fs::read_dir(run_dir.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            e.path().join("state.json").exists().then(|| (step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Removes all but the newest `keep` checkpoints (and stale temporary folders).
+pub fn prune(run_dir: &Path, keep: usize) {
+    let all = list(run_dir);
+    for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
+        let _ = fs::remove_dir_all(path);
+    }
+    for entry in fs::read_dir(run_dir.join("checkpoints")).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp-") && !name.ends_with(&format!("-{}", std::process::id())) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Makes `RUN/checkpoints/best` hold the files of `checkpoint` (hard links, else copies).
+pub fn mark_best(run_dir: &Path, checkpoint: &Path) -> Result<()> {
+    let dir = run_dir.join("checkpoints");
+    let best = dir.join("best");
+    let tmp = temp_path(&best);
+    let _ = fs::remove_dir_all(&tmp);
+    io(fs::create_dir(&tmp), || format!("cannot create {}", tmp.display()))?;
+    for entry in io(fs::read_dir(checkpoint), || format!("cannot list {}", checkpoint.display()))?.flatten() {
+        let to = tmp.join(entry.file_name());
+        if fs::hard_link(entry.path(), &to).is_err() {
+            io(fs::copy(entry.path(), &to), || format!("cannot copy {}", entry.path().display()))?;
+        }
+    }
+    let old = dir.join(format!(".best.old-{}", std::process::id()));
+    if best.exists() {
+        io(fs::rename(&best, &old), || format!("cannot replace {}", best.display()))?;
+    }
+    io(fs::rename(&tmp, &best), || format!("cannot create {}", best.display()))?;
+    let _ = fs::remove_dir_all(&old);
+    sync_dir(&dir).map_err(|e| e.to_string())
+}
+
+/// A checkpoint folder named on the command line: a checkpoint itself, or a run folder
+/// (its `best` checkpoint if any, else its latest).
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join("model.bpk").exists() {
+        return Ok(path.to_path_buf());
+    }
+    if path.join("checkpoints/best/model.bpk").exists() {
+        return Ok(path.join("checkpoints/best"));
+    }
+    match list(path).pop() {
+        Some((_, p)) => Ok(p),
+        None if path.exists() => Err(format!("{} holds no checkpoint (no model.bpk, no checkpoints/step-*)", path.display())),
+        None => Err(format!("checkpoint {} does not exist", path.display())),
+    }
+}
+
+/// Reads a checkpoint's config and training state.
+pub fn read_meta(checkpoint: &Path) -> Result<(RunConfig, TrainState)> {
+    let config: RunConfig = infini_model::toml_file::read(&checkpoint.join("config.toml"))?;
+    let state_path = checkpoint.join("state.json");
+    let text = io(fs::read_to_string(&state_path), || format!("cannot read {}", state_path.display()))?;
+    let state = serde_json::from_str(&text).map_err(|e| format!("{} is corrupt: {e}", state_path.display()))?;
+    Ok((config, state))
+}
+
+/// The fields of two model configs that decide the parameter shapes and differ.
+pub fn shape_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |name: &str, x: String, y: String| {
+        if x != y {
+            out.push(format!("{name} {x} → {y}"));
+        }
+    };
+    check("vocab_size", a.vocab_size.to_string(), b.vocab_size.to_string());
+    check("d_model", a.d_model.to_string(), b.d_model.to_string());
+    check("n_layers", a.n_layers.to_string(), b.n_layers.to_string());
+    check("n_heads", a.n_heads.to_string(), b.n_heads.to_string());
+    check("head_dim", a.head_dim().to_string(), b.head_dim().to_string());
+    check("ffn_hidden", a.ffn_hidden.to_string(), b.ffn_hidden.to_string());
+    check("tie_embeddings", a.tie_embeddings.to_string(), b.tie_embeddings.to_string());
+    check("memory (none vs with memory)", a.memory.has_memory().to_string(), b.memory.has_memory().to_string());
+    out
+}
+
+/// Loads the weights of `checkpoint` into `model`; the error says which shapes differ.
+pub fn load_model(checkpoint: &Path, model: InfiniLm) -> Result<InfiniLm> {
+    let path = checkpoint.join("model.bpk");
+    let bytes = io(fs::read(&path), || format!("cannot read {}", path.display()))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| format!("{} is corrupt or not a model checkpoint: {e}", path.display()))?;
+    model.try_load_record(record).map_err(|e| format!("{} does not fit this model: {e}", path.display()))
+}
+
+/// Loads the optimizer state of `checkpoint` into `optimizer`.
+pub fn load_optimizer(checkpoint: &Path, optimizer: ModuleOptimizer) -> Result<ModuleOptimizer> {
+    let path = checkpoint.join("optimizer.bpk");
+    let bytes = io(fs::read(&path), || format!("cannot read {}", path.display()))?;
+    optimizer
+        .from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| format!("{} is corrupt: {e}", path.display()))
+}
+
+/// Loads the carried memory saved in streaming mode, if any.
+pub fn load_memory(checkpoint: &Path, state: &TrainState, device: &Device) -> Result<Option<MemoryState>> {
+    if state.memory_shapes.is_empty() {
+        return Ok(None);
+    }
+    let path = checkpoint.join("memory.bin");
+    let bytes = io(fs::read(&path), || format!("cannot read {}", path.display()))?;
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let mut offset = 0;
+    let mut take = |shape: &[usize]| -> Result<Vec<f32>> {
+        let n: usize = shape.iter().product();
+        let slice = values.get(offset..offset + n).ok_or_else(|| format!("{} is truncated", path.display()))?;
+        offset += n;
+        Ok(slice.to_vec())
+    };
+    let mut layers = Vec::new();
+    for [m_shape, z_shape] in &state.memory_shapes {
+        let (&[b, h, k, v], &[b2, h2, k2]) = (m_shape.as_slice(), z_shape.as_slice()) else {
+            return Err(format!("{}: bad memory shapes in state.json", checkpoint.display()));
+        };
+        let m = Tensor::<4>::from_data(TensorData::new(take(m_shape)?, [b, h, k, v]), device);
+        let z = Tensor::<3>::from_data(TensorData::new(take(z_shape)?, [b2, h2, k2]), device);
+        layers.push(Memory { m, z });
+    }
+    Ok(Some(MemoryState { layers }))
+}

@@ -1,0 +1,271 @@
+//! The run config: `[model]`, `[data]`, `[train]`, `[eval]` and `[checkpoint]` in one TOML file,
+//! with `--set section.key=value` overrides. Unknown keys are errors that name them.
+
+use std::path::{Path, PathBuf};
+
+use infini_model::ModelConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything a training run needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The model.
+    pub model: ModelConfig,
+    /// Training data.
+    pub data: DataConfig,
+    /// Optimisation.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Validation during training.
+    #[serde(default)]
+    pub eval: EvalConfig,
+    /// Where and how often to save.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+/// `[data]`: which prepared data, and how it is cut into training examples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A folder made by `infini data prepare` (relative to the working directory).
+    pub prepared: PathBuf,
+    /// Parallel streams (sequences) per micro-batch.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Tokens per training example L (a multiple of the segment length; memory starts empty).
+    #[serde(default = "d_seq_len")]
+    pub seq_len: usize,
+    /// Carry each stream's memory from one example to the next within a book (detached).
+    #[serde(default)]
+    pub streaming: bool,
+    /// Seed of the document order.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Optimizer choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamW with decoupled weight decay.
+    Adamw,
+    /// Adafactor (factored second moments), the paper's optimizer.
+    Adafactor,
+}
+
+/// `[train]`: optimisation and truncated backprop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// `adamw` or `adafactor`.
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: u64,
+    /// Cosine decay floor, as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Decoupled weight decay (not applied to norms or gates).
+    pub weight_decay: f64,
+    /// AdamW β1.
+    pub beta1: f64,
+    /// AdamW β2.
+    pub beta2: f64,
+    /// AdamW ε.
+    pub eps: f64,
+    /// Global gradient-norm clip over all parameters (0 = off).
+    pub grad_clip: f64,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Segments per backprop window; 0 = every segment of the example (full backprop, as the paper).
+    pub tbptt_segments: usize,
+    /// Learning-rate multiplier of the gates β.
+    pub gate_lr_multiplier: f64,
+    /// Seed of initialisation and dropout.
+    pub seed: u64,
+    /// Consecutive non-finite steps tolerated (each is skipped) before the run stops.
+    pub max_bad_steps: u64,
+    /// Print a progress line every this many steps when not on a terminal.
+    pub log_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            optimizer: OptimizerKind::Adamw,
+            lr: 1e-3,
+            warmup_steps: 100,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            grad_accum: 1,
+            tbptt_segments: 0,
+            gate_lr_multiplier: 10.0,
+            seed: 0,
+            max_bad_steps: 10,
+            log_every: 10,
+        }
+    }
+}
+
+/// `[eval]`: validation while training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Validate every this many steps (0 = only at the end).
+    pub every: u64,
+    /// Validation documents (whole, in order); 0 = all.
+    pub max_docs: usize,
+    /// Tokens read per validation document; 0 = all.
+    pub max_tokens_per_doc: usize,
+    /// Documents evaluated in parallel.
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { every: 200, max_docs: 0, max_tokens_per_doc: 0, batch_size: 4 }
+    }
+}
+
+/// `[checkpoint]`: where the run lives and how often it is saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The run folder (config, metrics, checkpoints).
+    pub dir: PathBuf,
+    /// Save every this many steps (0 = only at the end).
+    pub every: u64,
+    /// Checkpoints kept besides `best`.
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("runs/default"), every: 500, keep_last: 3 }
+    }
+}
+
+fn d_batch() -> usize {
+    4
+}
+fn d_seq_len() -> usize {
+    2048
+}
+
+/// Sets `dotted.key = value` in a TOML table; `value` is parsed as TOML, else taken as a string.
+fn set_override(root: &mut toml::Table, assignment: &str) -> Result<(), String> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| format!("--set {assignment}: expected KEY=VALUE, e.g. --set train.steps=20"))?;
+    let key = key.trim();
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().filter(|k| !k.is_empty()).ok_or_else(|| format!("--set {assignment}: empty key"))?;
+    let mut table = root;
+    for part in parts {
+        table = table
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("--set {key}: `{part}` is not a section"))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+impl RunConfig {
+    /// Reads `path`, applies `overrides` (`section.key=value`), and validates the result.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig, String> {
+        let config: RunConfig = infini_model::toml_file::read(path)?;
+        config.with_overrides(overrides, &path.display().to_string())
+    }
+
+    /// This config with `overrides` applied and validated; `origin` names it in errors.
+    pub fn with_overrides(self, overrides: &[String], origin: &str) -> Result<RunConfig, String> {
+        let config = if overrides.is_empty() {
+            self
+        } else {
+            let mut table = toml::Table::try_from(&self).map_err(|e| e.to_string())?;
+            for o in overrides {
+                set_override(&mut table, o)?;
+            }
+            table.try_into::<RunConfig>().map_err(|e| format!("--set: {}", e.message().replace('\n', " ")))?
+        };
+        config.validate().map_err(|e| format!("{origin}: {e}"))?;
+        Ok(config)
+    }
+
+    /// The resolved config as TOML text (saved in the run folder).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Segments per training example.
+    pub fn segments_per_example(&self) -> usize {
+        self.data.seq_len / self.model.segment_len
+    }
+
+    /// Segments per backprop window.
+    pub fn window_segments(&self) -> usize {
+        match self.train.tbptt_segments {
+            0 => self.segments_per_example(),
+            k => k.min(self.segments_per_example()),
+        }
+    }
+
+    /// Checks every section; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate().map_err(|e| e.to_string())?;
+        let (d, t, e, c) = (&self.data, &self.train, &self.eval, &self.checkpoint);
+        let n = self.model.segment_len;
+        let positive = [
+            ("data.batch_size", d.batch_size as u64),
+            ("data.seq_len", d.seq_len as u64),
+            ("train.grad_accum", t.grad_accum as u64),
+            ("eval.batch_size", e.batch_size as u64),
+            ("checkpoint.keep_last", c.keep_last as u64),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(format!("{key}: must be at least 1, got 0"));
+            }
+        }
+        if d.seq_len % n != 0 {
+            return Err(format!("data.seq_len: {} is not a multiple of model.segment_len ({n})", d.seq_len));
+        }
+        if self.model.memory.has_memory() && self.segments_per_example() > 1 && self.window_segments() == 1 {
+            return Err(format!(
+                "train.tbptt_segments: 1 detaches the memory after every segment, so memory writes never get a gradient; use ≥ 2 or 0 (all {} segments)",
+                self.segments_per_example()
+            ));
+        }
+        for (key, v) in [("train.lr", t.lr), ("train.eps", t.eps)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{key}: must be a positive number, got {v}"));
+            }
+        }
+        for (key, v) in [("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip), ("train.gate_lr_multiplier", t.gate_lr_multiplier)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{key}: must be ≥ 0, got {v}"));
+            }
+        }
+        for (key, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2), ("train.min_lr_ratio", t.min_lr_ratio)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{key}: must be in [0, 1], got {v}"));
+            }
+        }
+        Ok(())
+    }
+}

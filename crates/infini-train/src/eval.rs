@@ -1,0 +1,142 @@
+//! Perplexity over whole documents, streamed segment by segment with the memory.
+//!
+//! Everything is token-weighted: the loss is the total NLL over the total number of predicted
+//! tokens (never a mean of per-segment means). Word-level perplexity divides the same total NLL
+//! by the number of whitespace-separated words, as PG19 results are reported.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::tensor::Device;
+use infini_data::progress::Progress;
+use infini_data::{SegmentStream, SplitData};
+use infini_model::{InfiniLm, MemoryState, ModelConfig};
+use serde::Serialize;
+
+use crate::loss::segment_nll;
+
+/// Which documents to evaluate, and how.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// Documents (in split order); 0 = all.
+    pub max_docs: usize,
+    /// Tokens read per document; 0 = all.
+    pub max_tokens_per_doc: usize,
+    /// Documents evaluated side by side.
+    pub batch_size: usize,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// NLL and token count of segments at one index within their documents.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SegmentStat {
+    /// Segment index within the document (0 = first, empty memory).
+    pub index: usize,
+    /// Summed NLL (nats).
+    pub nll: f64,
+    /// Predicted tokens.
+    pub tokens: u64,
+    /// exp(nll / tokens).
+    pub perplexity: f64,
+}
+
+/// Results of an evaluation.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EvalResult {
+    /// Documents evaluated.
+    pub documents: usize,
+    /// Predicted tokens.
+    pub tokens: u64,
+    /// Total NLL in nats.
+    pub nll: f64,
+    /// Words covered (whitespace-separated; pro rata for truncated documents).
+    pub words: f64,
+    /// UTF-8 bytes covered (pro rata for truncated documents).
+    pub bytes: f64,
+    /// Mean NLL per token (nats).
+    pub loss: f64,
+    /// Token-level perplexity exp(loss).
+    pub perplexity: f64,
+    /// Word-level perplexity exp(nll / words).
+    pub word_perplexity: f64,
+    /// Bits per UTF-8 byte.
+    pub bits_per_byte: f64,
+    /// Tokens per second.
+    pub tokens_per_s: f64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Perplexity by segment index.
+    pub by_segment: Vec<SegmentStat>,
+}
+
+/// Evaluates `model` (built without autodiff) on the documents of `split`.
+pub fn evaluate(model: &InfiniLm, config: &ModelConfig, split: Arc<SplitData>, options: &EvalOptions, device: &Device) -> infini_data::Result<EvalResult> {
+    let n = config.segment_len;
+    let count = if options.max_docs == 0 { split.len() } else { options.max_docs.min(split.len()) };
+    let limit = (options.max_tokens_per_doc > 0).then_some(options.max_tokens_per_doc);
+    let docs: Vec<usize> = (0..count).collect();
+    let expected: u64 = docs.iter().map(|&d| (split.doc(d).len as usize).min(limit.unwrap_or(usize::MAX)).saturating_sub(1) as u64).sum();
+    let mut stream = SegmentStream::documents(split.clone(), options.batch_size, n, docs, limit)?;
+    let batch = stream.batch();
+    let mut memory = MemoryState::empty(config, batch, device);
+    let mut result = EvalResult::default();
+    let mut seg_index = vec![0usize; batch];
+    let mut covered = vec![0u64; split.len()];
+    let mut progress = options.progress.then(|| Progress::new("evaluating", "tokens", Some(expected)));
+    let start = Instant::now();
+    while !stream.is_exhausted() {
+        let segment = stream.next_segment();
+        let (nll, next) = segment_nll(model, &segment, memory, device);
+        memory = next;
+        let per_stream: Vec<f64> =
+            nll.sum_dim(1).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data");
+        for s in 0..batch {
+            if segment.reset[s] {
+                seg_index[s] = 0;
+            }
+            let Some(doc) = segment.docs[s] else { continue };
+            let tokens = segment.mask[s * n..(s + 1) * n].iter().filter(|&&m| m > 0.0).count() as u64;
+            if tokens == 0 {
+                continue;
+            }
+            covered[doc] += tokens;
+            result.nll += per_stream[s];
+            result.tokens += tokens;
+            if result.by_segment.len() <= seg_index[s] {
+                result.by_segment.push(SegmentStat { index: seg_index[s], ..Default::default() });
+            }
+            let stat = &mut result.by_segment[seg_index[s]];
+            stat.nll += per_stream[s];
+            stat.tokens += tokens;
+            seg_index[s] += 1;
+        }
+        if let Some(p) = progress.as_mut() {
+            p.set_position(result.tokens);
+        }
+    }
+    if let Some(p) = progress {
+        p.finish();
+    }
+    for (doc, &tokens) in covered.iter().enumerate() {
+        if tokens == 0 {
+            continue;
+        }
+        let entry = split.doc(doc);
+        // Targets cover tokens 1..=tokens of the document: that share of its words and bytes.
+        let share = ((tokens + 1) as f64 / entry.len as f64).min(1.0);
+        result.documents += 1;
+        result.words += entry.words as f64 * share;
+        result.bytes += entry.bytes as f64 * share;
+    }
+    result.seconds = start.elapsed().as_secs_f64();
+    result.loss = result.nll / result.tokens.max(1) as f64;
+    result.perplexity = result.loss.exp();
+    result.word_perplexity = (result.nll / result.words.max(1.0)).exp();
+    result.bits_per_byte = result.nll / std::f64::consts::LN_2 / result.bytes.max(1.0);
+    result.tokens_per_s = result.tokens as f64 / result.seconds.max(1e-9);
+    for stat in &mut result.by_segment {
+        stat.perplexity = (stat.nll / stat.tokens.max(1) as f64).exp();
+    }
+    Ok(result)
+}

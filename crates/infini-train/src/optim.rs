@@ -1,0 +1,138 @@
+//! Optimizers (Burn's AdamW and Adafactor) with three parameter groups, the learning-rate
+//! schedule, and global gradient-norm clipping.
+//!
+//! Groups: weights (decayed), norm gains (no decay), and the gates β (no decay, their own
+//! learning rate: `lr × gate_lr_multiplier`), so that a gate is never stuck at its init.
+
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::optim::{AdafactorConfig, AdamWConfig, GradientsParams, LearningRate, ModuleOptimizer, Optimizer};
+use burn::tensor::{Device, Tensor};
+
+use crate::config::{OptimizerKind, TrainConfig};
+
+/// Path fragment of the gate parameters (`blocks.N.attn.beta`).
+pub const GATE_PATH: &str = "beta";
+/// Path fragment of the RMS norm gains.
+pub const NORM_PATH: &str = "gamma";
+
+/// Any optimizer, with its learning rate multiplied by a constant.
+#[derive(Clone)]
+pub struct ScaledLr<O> {
+    inner: O,
+    scale: f64,
+}
+
+impl<O: Optimizer> Optimizer for ScaledLr<O> {
+    type State<const D: usize> = O::State<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        self.inner.step(lr * self.scale, tensor, grad, state)
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        O::to_device(state, device)
+    }
+}
+
+fn adamw(t: &TrainConfig, weight_decay: f64) -> burn::optim::AdamW {
+    AdamWConfig::new()
+        .with_beta_1(t.beta1 as f32)
+        .with_beta_2(t.beta2 as f32)
+        .with_epsilon(t.eps as f32)
+        .with_weight_decay(weight_decay as f32)
+        .build()
+}
+
+fn adafactor(weight_decay: f64) -> burn::optim::Adafactor {
+    // The schedule supplies the learning rate (the paper: 0.01, warm-up, cosine), so Adafactor's
+    // own relative step size and parameter scaling are off.
+    AdafactorConfig::new()
+        .with_relative_step(false)
+        .with_scale_parameter(false)
+        .with_weight_decay(weight_decay as f32)
+        .build()
+}
+
+/// The whole-model optimizer of `t.optimizer`, with the three groups described above.
+pub fn build(t: &TrainConfig) -> ModuleOptimizer {
+    let gates = ParamGroup::from_predicate(GATE_PATH);
+    let norms = ParamGroup::from_predicate(NORM_PATH);
+    match t.optimizer {
+        OptimizerKind::Adamw => ModuleOptimizer::from(adamw(t, t.weight_decay))
+            .with_group(norms, adamw(t, 0.0), None)
+            .with_group(gates, ScaledLr { inner: adamw(t, 0.0), scale: t.gate_lr_multiplier }, None),
+        OptimizerKind::Adafactor => ModuleOptimizer::from(adafactor(t.weight_decay))
+            .with_group(norms, adafactor(0.0), None)
+            .with_group(gates, ScaledLr { inner: adafactor(0.0), scale: t.gate_lr_multiplier }, None),
+    }
+}
+
+/// Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `lr · min_lr_ratio` at `steps`.
+/// `step` counts from 0 (the first update).
+pub fn learning_rate(t: &TrainConfig, step: u64) -> f64 {
+    if step < t.warmup_steps {
+        return t.lr * (step + 1) as f64 / t.warmup_steps as f64;
+    }
+    let span = t.steps.saturating_sub(t.warmup_steps).max(1) as f64;
+    let progress = ((step - t.warmup_steps) as f64 / span).min(1.0);
+    let floor = t.lr * t.min_lr_ratio;
+    floor + (t.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Parameter ids of a module with their ranks.
+struct ParamIds(Vec<(ParamId, usize)>);
+
+impl ModuleVisitor for ParamIds {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push((param.id, D));
+    }
+}
+
+fn sum_squares<const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<Tensor<1>> {
+    grads.get::<D>(id).map(|g| g.powi_scalar(2).sum())
+}
+
+fn scale<const D: usize>(grads: &mut GradientsParams, id: ParamId, factor: f64) {
+    if let Some(g) = grads.remove::<D>(id) {
+        grads.register(id, g.mul_scalar(factor));
+    }
+}
+
+macro_rules! by_rank {
+    ($rank:expr, $f:ident($($arg:expr),*)) => {
+        match $rank {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            r => panic!("parameter of rank {r}"),
+        }
+    };
+}
+
+/// The global L2 norm of all gradients; if `max_norm > 0` and the norm exceeds it, every
+/// gradient is scaled by `max_norm / norm`. Returns the norm before clipping (NaN/inf when a
+/// gradient is not finite, in which case nothing is scaled).
+pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let mut ids = ParamIds(Vec::new());
+    model.visit(&mut ids);
+    let squares: Vec<Tensor<1>> = ids.0.iter().filter_map(|&(id, rank)| by_rank!(rank, sum_squares(grads, id))).collect();
+    if squares.is_empty() {
+        return 0.0;
+    }
+    let total: f64 = Tensor::cat(squares, 0).sum().into_scalar::<f64>();
+    let norm = total.sqrt();
+    if max_norm > 0.0 && norm.is_finite() && norm > max_norm {
+        let factor = max_norm / (norm + 1e-6);
+        for &(id, rank) in &ids.0 {
+            by_rank!(rank, scale(grads, id, factor));
+        }
+    }
+    norm
+}

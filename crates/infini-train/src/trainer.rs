@@ -1,0 +1,440 @@
+//! The training loop: truncated backprop through the memory across segments.
+//!
+//! A step takes `grad_accum` examples of L tokens (L/N segments) per stream. Memory starts empty
+//! at each example (or is carried over in streaming mode); every `tbptt_segments` segments the
+//! summed loss is backpropagated through the whole window — memory writes included — then the
+//! memory is detached and carried on. Losses are divided by the step's total number of target
+//! tokens, so the gradient is that of the per-token mean.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, Tensor};
+use infini_data::progress::{Progress, human_duration};
+use infini_data::{PreparedData, SegmentBatch, SegmentStream, Split, SplitData};
+use infini_model::{InfiniLm, MemoryState};
+use serde_json::json;
+
+use crate::checkpoint::{self, Snapshot, TrainState};
+use crate::config::RunConfig;
+use crate::eval::{EvalOptions, EvalResult, evaluate};
+use crate::loss::segment_nll;
+use crate::optim::{build, clip_global_norm, learning_rate};
+
+/// Set by Ctrl-C: the loop saves a checkpoint and stops after the current step.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How a run starts.
+pub enum Start {
+    /// Fresh weights.
+    Fresh,
+    /// Continue a run exactly from its latest checkpoint.
+    Resume,
+    /// Fresh run (new config, data, schedule) from the weights of a checkpoint.
+    InitFrom(PathBuf),
+}
+
+/// What a finished (or interrupted) run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Steps completed.
+    pub step: u64,
+    /// Loss of every step taken by this process, in order.
+    pub losses: Vec<f64>,
+    /// The last validation, if any.
+    pub validation: Option<EvalResult>,
+    /// Path of the last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+    /// Whether Ctrl-C stopped the run early.
+    pub interrupted: bool,
+    /// Mean training tokens per second of this process.
+    pub tokens_per_s: f64,
+}
+
+/// Options that are not part of the config.
+pub struct RunOptions {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Compute device (without autodiff; the trainer adds it).
+    pub device: Device,
+    /// Stop after this many steps of this process even if the config asks for more (tests).
+    pub max_steps_this_run: Option<u64>,
+    /// Test hook: make the loss of the steps in this range non-finite.
+    pub poison_steps: Option<std::ops::Range<u64>>,
+}
+
+struct Trainer {
+    config: RunConfig,
+    run_dir: PathBuf,
+    device: Device,
+    model: InfiniLm,
+    optimizer: ModuleOptimizer,
+    stream: SegmentStream,
+    validation: Option<Arc<SplitData>>,
+    state: TrainState,
+    carried: Option<MemoryState>,
+    metrics: fs::File,
+    last_checkpoint: Option<PathBuf>,
+}
+
+fn prepared_data(config: &RunConfig) -> Result<(PreparedData, Arc<SplitData>, Option<Arc<SplitData>>), String> {
+    let data = PreparedData::open(&config.data.prepared).map_err(|e| e.to_string())?;
+    if data.manifest.vocab_size != config.model.vocab_size {
+        return Err(format!(
+            "model.vocab_size is {} but the tokenizer of {} has {} ids: set model.vocab_size = {}",
+            config.model.vocab_size,
+            config.data.prepared.display(),
+            data.manifest.vocab_size,
+            data.manifest.vocab_size
+        ));
+    }
+    let train = Arc::new(data.split(Split::Train).map_err(|e| e.to_string())?);
+    let validation = data.split(Split::Validation).map_err(|e| e.to_string())?;
+    let validation = (!validation.is_empty()).then(|| Arc::new(validation));
+    Ok((data, train, validation))
+}
+
+/// Keeps the lines of `metrics.jsonl` up to `step` (a resumed run rewrites what came after).
+fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
+    let Ok(text) = fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    infini_data::fsutil::atomic_write(path, kept.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// Truncated backprop over one example: runs its segments in order, threading the memory, and
+/// every `window` segments backpropagates `scale ×` the summed NLL of the window (through the
+/// memory written inside the window), adds the gradients to `accumulator`, then detaches the
+/// memory. Returns the example's scaled loss and its final (detached) memory.
+pub fn backprop_example(
+    model: &InfiniLm,
+    example: &[SegmentBatch],
+    mut memory: MemoryState,
+    window: usize,
+    scale: f64,
+    device: &Device,
+    accumulator: &mut GradientsAccumulator<InfiniLm>,
+) -> (f64, MemoryState) {
+    let mut total = 0.0;
+    for chunk in example.chunks(window.max(1)) {
+        let mut window_loss: Option<Tensor<1>> = None;
+        for segment in chunk {
+            let (nll, next) = segment_nll(model, segment, memory, device);
+            memory = next;
+            let sum = nll.sum();
+            window_loss = Some(match window_loss {
+                Some(l) => l + sum,
+                None => sum,
+            });
+        }
+        let loss = window_loss.expect("a window has a segment").mul_scalar(scale);
+        total += loss.clone().into_scalar::<f64>();
+        accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+        memory = memory.detach();
+    }
+    (total, memory)
+}
+
+/// Mean over layers of ‖M‖_F per sequence (`None` without memory).
+fn mean_memory_norm(memory: &MemoryState) -> Option<f64> {
+    if memory.layers.is_empty() {
+        return None;
+    }
+    let norms: Vec<f64> = memory
+        .layers
+        .iter()
+        .map(|l| l.m.clone().powi_scalar(2).sum().sqrt().into_scalar::<f64>() / l.m.dims()[0] as f64)
+        .collect();
+    Some(norms.iter().sum::<f64>() / norms.len() as f64)
+}
+
+impl Trainer {
+    fn new(config: RunConfig, start: Start, options: &RunOptions) -> Result<Self, String> {
+        let run_dir = options.run_dir.clone();
+        let device = options.device.clone().autodiff();
+        let (data, train, validation) = prepared_data(&config)?;
+        let (b, n) = (config.data.batch_size, config.model.segment_len);
+        if config.model.memory.has_memory() && config.segments_per_example() == 1 && !config.data.streaming {
+            eprintln!("warning: data.seq_len equals model.segment_len, so the memory is never read within an example; use a longer seq_len or data.streaming = true");
+        }
+
+        device.seed(config.train.seed);
+        let mut model = config.model.init(&device);
+        let mut optimizer = build(&config.train);
+        let mut state = TrainState {
+            step: 0,
+            tokens: 0,
+            cursor: SegmentStream::shuffled(train.clone(), b, n, config.data.seed).map_err(|e| e.to_string())?.cursor().clone(),
+            best_val_loss: None,
+            skipped_steps: 0,
+            bad_in_row: 0,
+            seconds: 0.0,
+            tokenizer_hash: data.manifest.tokenizer_hash.clone(),
+            memory_shapes: Vec::new(),
+        };
+        let mut carried = None;
+        match start {
+            Start::Fresh => {
+                if !checkpoint::list(&run_dir).is_empty() {
+                    return Err(format!(
+                        "{} already holds checkpoints: continue it with --resume {}, or choose another run folder",
+                        run_dir.display(),
+                        run_dir.display()
+                    ));
+                }
+            }
+            Start::Resume => {
+                let (_, latest) = checkpoint::list(&run_dir)
+                    .pop()
+                    .ok_or_else(|| format!("{} holds no checkpoint to resume from", run_dir.display()))?;
+                let (saved_config, saved) = checkpoint::read_meta(&latest)?;
+                let diffs = checkpoint::shape_differences(&saved_config.model, &config.model);
+                if !diffs.is_empty() {
+                    return Err(format!("cannot resume with a different model shape ({}); use --init-from instead", diffs.join(", ")));
+                }
+                if saved.tokenizer_hash != state.tokenizer_hash {
+                    return Err(format!("{} was trained on data of another tokenizer; resume with the same data.prepared", run_dir.display()));
+                }
+                model = checkpoint::load_model(&latest, model)?;
+                optimizer = checkpoint::load_optimizer(&latest, optimizer)?;
+                carried = checkpoint::load_memory(&latest, &saved, &device)?;
+                state = saved;
+                eprintln!("resuming {} from step {}", run_dir.display(), state.step);
+            }
+            Start::InitFrom(path) => {
+                let ckpt = checkpoint::resolve(&path)?;
+                let (saved_config, _) = checkpoint::read_meta(&ckpt)?;
+                let diffs = checkpoint::shape_differences(&saved_config.model, &config.model);
+                if !diffs.is_empty() {
+                    return Err(format!(
+                        "cannot initialise from {}: its model has a different shape ({}); keep those fields as they were",
+                        ckpt.display(),
+                        diffs.join(", ")
+                    ));
+                }
+                model = checkpoint::load_model(&ckpt, model)?;
+                eprintln!("initialised weights from {}", ckpt.display());
+            }
+        }
+        let stream = SegmentStream::resume(train, n, state.cursor.clone()).map_err(|e| e.to_string())?;
+
+        fs::create_dir_all(&run_dir).map_err(|e| format!("cannot create run folder {}: {e}", run_dir.display()))?;
+        infini_data::fsutil::atomic_write(&run_dir.join("config.toml"), config.to_toml().as_bytes()).map_err(|e| e.to_string())?;
+        let metrics_path = run_dir.join("metrics.jsonl");
+        truncate_metrics(&metrics_path, state.step)?;
+        let metrics = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| format!("cannot open {}: {e}", metrics_path.display()))?;
+        Ok(Self { config, run_dir, device, model, optimizer, stream, validation, state, carried, metrics, last_checkpoint: None })
+    }
+
+    fn log(&mut self, record: serde_json::Value) -> Result<(), String> {
+        writeln!(self.metrics, "{record}").map_err(|e| format!("cannot write metrics.jsonl: {e}"))
+    }
+
+    /// One optimizer step: (loss, grad norm, targets, memory norm, applied). A step whose loss
+    /// or gradient is not finite is not applied.
+    fn step(&mut self, poison: bool) -> (f64, f64, u64, Option<f64>, bool) {
+        let k = self.config.segments_per_example();
+        let window = self.config.window_segments();
+        let examples: Vec<Vec<SegmentBatch>> = (0..self.config.train.grad_accum).map(|_| self.stream.next_example(k)).collect();
+        let targets: usize = examples.iter().flatten().map(SegmentBatch::num_targets).sum();
+        let scale = if poison { f64::NAN } else { 1.0 / targets.max(1) as f64 };
+        // Dropout draws from the device RNG: seeding it per step keeps resumed runs identical.
+        self.device.seed(self.config.train.seed.wrapping_add(self.state.step.wrapping_mul(0x9e37_79b9)));
+
+        let mut accumulator = GradientsAccumulator::<InfiniLm>::new();
+        let mut loss_total = 0.0;
+        let mut memory_norm = None;
+        for example in &examples {
+            let b = example[0].batch;
+            let memory = match (self.config.data.streaming, self.carried.take()) {
+                (true, Some(m)) => m,
+                _ => MemoryState::empty(&self.config.model, b, &self.device),
+            };
+            let (loss, memory) = backprop_example(&self.model, example, memory, window, scale, &self.device, &mut accumulator);
+            loss_total += loss;
+            memory_norm = mean_memory_norm(&memory);
+            if self.config.data.streaming {
+                self.carried = Some(memory);
+            }
+        }
+        let mut grads = accumulator.grads();
+        let norm = clip_global_norm(&self.model, &mut grads, self.config.train.grad_clip);
+        let ok = loss_total.is_finite() && norm.is_finite();
+        if ok {
+            let lr = learning_rate(&self.config.train, self.state.step);
+            self.model = self.optimizer.step(lr, self.model.clone(), grads);
+        } else {
+            // Never let a non-finite value into the weights or the carried memory.
+            self.carried = None;
+        }
+        (loss_total, norm, targets as u64, memory_norm, ok)
+    }
+
+    /// Mean sigmoid(β) per layer.
+    fn gate_means(&self) -> Vec<f64> {
+        self.model
+            .blocks
+            .iter()
+            .filter_map(|b| b.attn.beta.as_ref().map(|beta| sigmoid(beta.val()).mean().into_scalar::<f64>()))
+            .collect()
+    }
+
+    fn validate(&mut self, progress: &Progress) -> Result<Option<EvalResult>, String> {
+        let Some(split) = self.validation.clone() else { return Ok(None) };
+        let e = &self.config.eval;
+        let options =
+            EvalOptions { max_docs: e.max_docs, max_tokens_per_doc: e.max_tokens_per_doc, batch_size: e.batch_size, progress: false };
+        let model = self.model.valid();
+        let device = self.device.clone().without_autodiff();
+        let result = evaluate(&model, &self.config.model, split, &options, &device).map_err(|e| e.to_string())?;
+        progress.println(format!(
+            "step {}: validation loss {:.4}, perplexity {:.2} ({} tokens, {:.1}s)",
+            self.state.step, result.loss, result.perplexity, result.tokens, result.seconds
+        ));
+        self.log(json!({
+            "kind": "validation", "step": self.state.step, "loss": result.loss, "perplexity": result.perplexity,
+            "word_perplexity": result.word_perplexity, "bits_per_byte": result.bits_per_byte, "tokens": result.tokens,
+        }))?;
+        Ok(Some(result))
+    }
+
+    fn save(&mut self, best: bool) -> Result<PathBuf, String> {
+        self.state.cursor = self.stream.cursor().clone();
+        let snapshot = Snapshot {
+            model: &self.model,
+            optimizer: &self.optimizer,
+            state: &self.state,
+            config: &self.config,
+            memory: self.carried.as_ref(),
+        };
+        let path = checkpoint::save(&self.run_dir, &snapshot)?;
+        if best {
+            checkpoint::mark_best(&self.run_dir, &path)?;
+        }
+        checkpoint::prune(&self.run_dir, self.config.checkpoint.keep_last);
+        self.last_checkpoint = Some(path.clone());
+        Ok(path)
+    }
+}
+
+/// Trains as `config` says, starting as `start` says, until `train.steps` (or Ctrl-C).
+pub fn train(config: RunConfig, start: Start, options: RunOptions) -> Result<Summary, String> {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)");
+    });
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    let mut t = Trainer::new(config, start, &options)?;
+    let total = t.config.train.steps;
+    let first = t.state.step;
+    let last = options.max_steps_this_run.map_or(total, |m| (first + m).min(total));
+    eprintln!(
+        "training {} parameters on {} tokens/step ({} streams × {} tokens × {} accum, {} segments of {}, backprop every {})",
+        t.config.model.num_params(),
+        t.config.data.batch_size * t.config.data.seq_len * t.config.train.grad_accum,
+        t.config.data.batch_size,
+        t.config.data.seq_len,
+        t.config.train.grad_accum,
+        t.config.segments_per_example(),
+        t.config.model.segment_len,
+        t.config.window_segments()
+    );
+    let mut progress = Progress::new("training", "steps", Some(total));
+    progress.set_position(first);
+    let mut summary =
+        Summary { step: first, losses: Vec::new(), validation: None, checkpoint: None, interrupted: false, tokens_per_s: 0.0 };
+    let (run_start, mut run_tokens) = (Instant::now(), 0u64);
+    let every = |n: u64, step: u64| n > 0 && step % n == 0;
+
+    while t.state.step < last {
+        let started = Instant::now();
+        let poison = options.poison_steps.as_ref().is_some_and(|r| r.contains(&t.state.step));
+        let (loss, grad_norm, tokens, memory_norm, ok) = t.step(poison);
+        let seconds = started.elapsed().as_secs_f64();
+        let lr = learning_rate(&t.config.train, t.state.step);
+        t.state.step += 1;
+        t.state.tokens += tokens;
+        t.state.seconds += seconds;
+        run_tokens += tokens;
+        let tokens_per_s = tokens as f64 / seconds.max(1e-9);
+        if ok {
+            t.state.bad_in_row = 0;
+        } else {
+            t.state.bad_in_row += 1;
+            t.state.skipped_steps += 1;
+            progress.println(format!(
+                "warning: step {} has a non-finite loss ({loss}) or gradient norm ({grad_norm}): skipped ({} in a row, {} in total)",
+                t.state.step, t.state.bad_in_row, t.state.skipped_steps
+            ));
+            if t.state.bad_in_row > t.config.train.max_bad_steps {
+                let last_good = checkpoint::list(&t.run_dir).pop().map(|(_, p)| p.display().to_string());
+                return Err(format!(
+                    "stopped: {} consecutive non-finite steps (train.max_bad_steps = {}); lower train.lr or check the data. Last good checkpoint: {}",
+                    t.state.bad_in_row,
+                    t.config.train.max_bad_steps,
+                    last_good.unwrap_or_else(|| "none".into())
+                ));
+            }
+        }
+        summary.losses.push(loss);
+        let gates = t.gate_means();
+        let record = json!({
+            "kind": "train", "step": t.state.step, "tokens": t.state.tokens, "loss": loss, "lr": lr,
+            "grad_norm": grad_norm, "tokens_per_s": tokens_per_s, "skipped": !ok,
+            "gate_mean": gates, "memory_norm": memory_norm,
+        });
+        t.log(record)?;
+        progress.set_position(t.state.step);
+        progress.set_message(format!("loss {loss:.4} | lr {lr:.2e} | {tokens_per_s:.0} tok/s"));
+
+        let end = t.state.step == last;
+        let mut best = false;
+        if every(t.config.eval.every, t.state.step) || (end && t.state.step == total) {
+            if let Some(v) = t.validate(&progress)? {
+                best = t.state.best_val_loss.is_none_or(|b| v.loss < b);
+                if best {
+                    t.state.best_val_loss = Some(v.loss);
+                }
+                summary.validation = Some(v);
+            }
+        }
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+        if every(t.config.checkpoint.every, t.state.step) || end || interrupted || best {
+            let path = t.save(best)?;
+            if interrupted {
+                progress.println(format!("saved {}", path.display()));
+                summary.interrupted = true;
+                break;
+            }
+        }
+    }
+    summary.step = t.state.step;
+    summary.checkpoint = t.last_checkpoint.clone();
+    summary.tokens_per_s = run_tokens as f64 / run_start.elapsed().as_secs_f64().max(1e-9);
+    progress.finish();
+    eprintln!(
+        "done: step {} of {}, {:.0} tokens/s, {} in this run{}",
+        summary.step,
+        total,
+        summary.tokens_per_s,
+        human_duration(run_start.elapsed().as_secs_f64()),
+        summary.checkpoint.as_ref().map(|p| format!(", checkpoint {}", p.display())).unwrap_or_default()
+    );
+    Ok(summary)
+}

@@ -1,0 +1,249 @@
+//! The trainer: exact resume, continual pre-training, learning, TBPTT through the memory,
+//! and non-finite steps.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::optim::GradientsAccumulator;
+use burn::tensor::Device;
+use infini_data::shards::PrepareOptions;
+use infini_data::tokenizer::train_bpe;
+use infini_data::{Corpus, Format, SegmentBatch, Split, prepare};
+use infini_model::{InfiniLm, MemoryState, MemoryUpdate};
+use infini_train::trainer::backprop_example;
+use infini_train::{RunConfig, RunOptions, Start, train};
+
+/// Prepares a small repetitive corpus once per test and returns its folder.
+fn prepared(dir: &Path) -> PathBuf {
+    let root = dir.join("corpus");
+    let words = ["the", "memory", "of", "a", "long", "book", "reads", "and", "writes", "every", "segment"];
+    for i in 0..8 {
+        let split = ["train", "train", "train", "train", "train", "train", "validation", "test"][i];
+        let text: Vec<&str> = (0..3000).map(|w| words[(w * 3 + w / 7 + i) % words.len()]).collect();
+        let path = root.join(split).join(format!("book{i}.txt"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text.join(" ")).unwrap();
+    }
+    let corpus = Corpus::open(&root, Format::Text, None).unwrap();
+    let tok = train_bpe(corpus.documents(Split::Train).unwrap(), 300, u64::MAX, None, &dir.join("tok.json")).unwrap();
+    let out = dir.join("prepared");
+    prepare(&corpus, &tok, &out, &PrepareOptions::default()).unwrap();
+    out
+}
+
+fn config(prepared: &Path, run: &Path, steps: u64) -> RunConfig {
+    let text = format!(
+        r#"
+[model]
+vocab_size = 300
+d_model = 32
+n_layers = 2
+n_heads = 2
+ffn_hidden = 64
+segment_len = 16
+memory = "linear"
+
+[data]
+prepared = "{}"
+batch_size = 2
+seq_len = 64
+
+[train]
+steps = {steps}
+lr = 1e-2
+warmup_steps = 3
+optimizer = "adamw"
+min_lr_ratio = 0.1
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+eps = 1e-8
+grad_clip = 1.0
+grad_accum = 2
+tbptt_segments = 2
+gate_lr_multiplier = 10.0
+seed = 3
+max_bad_steps = 2
+log_every = 1
+
+[eval]
+every = 5
+max_docs = 1
+max_tokens_per_doc = 200
+batch_size = 1
+
+[checkpoint]
+dir = "{}"
+every = 4
+keep_last = 2
+"#,
+        prepared.display(),
+        run.display()
+    );
+    let path = run.with_extension("toml");
+    fs::write(&path, text).unwrap();
+    RunConfig::load(&path, &[]).unwrap()
+}
+
+fn options(run: &Path, max_steps: Option<u64>) -> RunOptions {
+    RunOptions { run_dir: run.to_path_buf(), device: Device::flex(), max_steps_this_run: max_steps, poison_steps: None }
+}
+
+#[test]
+fn resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
+    resume_matches(false);
+}
+
+#[test]
+fn resumed_streaming_run_restores_the_carried_memory() {
+    resume_matches(true);
+}
+
+fn resume_matches(streaming: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path());
+    let cfg = |run: &Path| {
+        let mut c = config(&data, run, 20);
+        c.data.streaming = streaming;
+        c
+    };
+    let straight_dir = dir.path().join("straight");
+    let straight = train(cfg(&straight_dir), Start::Fresh, options(&straight_dir, None)).unwrap();
+    assert_eq!(straight.losses.len(), 20);
+
+    let split_dir = dir.path().join("split");
+    let first = train(cfg(&split_dir), Start::Fresh, options(&split_dir, Some(10))).unwrap();
+    assert_eq!(first.step, 10);
+    assert_eq!(split_dir.join("checkpoints/step-00000010/memory.bin").exists(), streaming);
+    let second = train(cfg(&split_dir), Start::Resume, options(&split_dir, None)).unwrap();
+    let resumed: Vec<f64> = first.losses.iter().chain(&second.losses).copied().collect();
+    let (a, b): (Vec<u64>, Vec<u64>) = (straight.losses.iter().map(|l| l.to_bits()).collect(), resumed.iter().map(|l| l.to_bits()).collect());
+    assert_eq!(a, b, "losses differ:\n{:?}\n{:?}", straight.losses, resumed);
+    let metrics = |d: &Path| -> Vec<String> {
+        fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"train\"")).map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {}", v["step"], v["loss"])
+        }).collect()
+    };
+    assert_eq!(metrics(&straight_dir), metrics(&split_dir), "metrics.jsonl curves differ");
+    assert!(split_dir.join("checkpoints/best/model.bpk").exists());
+    assert!(infini_train::checkpoint::list(&split_dir).len() <= 2, "keep_last = 2");
+
+    let e = train(cfg(&split_dir), Start::Fresh, options(&split_dir, None)).unwrap_err();
+    assert!(e.contains("--resume"), "{e}");
+}
+
+#[test]
+fn continual_pretraining_at_longer_length_and_shape_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path());
+    let base = dir.path().join("base");
+    train(config(&data, &base, 4), Start::Fresh, options(&base, None)).unwrap();
+
+    let long = dir.path().join("long");
+    let mut cfg = config(&data, &long, 3);
+    cfg.data.seq_len = 128;
+    cfg.model.segment_len = 32;
+    cfg.model.memory = MemoryUpdate::Delta;
+    let summary = train(cfg, Start::InitFrom(base.clone()), options(&long, None)).unwrap();
+    assert_eq!(summary.step, 3);
+    assert!(summary.losses.iter().all(|l| l.is_finite()));
+
+    let other = dir.path().join("other");
+    let mut cfg = config(&data, &other, 3);
+    cfg.model.d_model = 48;
+    let e = train(cfg, Start::InitFrom(base), options(&other, None)).unwrap_err();
+    assert!(e.contains("d_model 32 → 48"), "{e}");
+}
+
+#[test]
+fn loss_falls_far_below_its_start_on_repetitive_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path());
+    let run = dir.path().join("run");
+    let mut cfg = config(&data, &run, 60);
+    cfg.eval.every = 0;
+    let summary = train(cfg, Start::Fresh, options(&run, None)).unwrap();
+    let (start, end) = (summary.losses[0], summary.losses[summary.losses.len() - 1]);
+    assert!(start > 5.0, "initial loss should be near ln(300) = 5.7, got {start}");
+    assert!(end < 0.3 * start, "loss fell only from {start} to {end}");
+    assert!(summary.validation.unwrap().perplexity < 10.0);
+}
+
+/// A segment of one stream: every input `token`, targets `token`, with or without loss.
+fn segment(token: u32, n: usize, mask: f32, reset: bool) -> SegmentBatch {
+    SegmentBatch {
+        batch: 1,
+        segment_len: n,
+        inputs: vec![token; n],
+        targets: (0..n as u32).map(|i| 20 + i % 7).collect(),
+        mask: vec![mask; n],
+        reset: vec![reset],
+        docs: vec![Some(0)],
+    }
+}
+
+/// Gradient on the embedding row of a token seen only in segment 1 (which has no loss).
+fn embedding_grad_of_first_segment_token(window: usize) -> f64 {
+    let device = Device::flex().autodiff();
+    let mut config = infini_model::ModelConfig::tiny(64);
+    config.tie_embeddings = false; // else the output head reaches every embedding row
+    config.segment_len = 8;
+    let model: InfiniLm = config.init(&device);
+    let example = [segment(5, 8, 0.0, true), segment(9, 8, 1.0, false)];
+    let mut acc = GradientsAccumulator::<InfiniLm>::new();
+    let memory = MemoryState::empty(&config, 1, &device);
+    backprop_example(&model, &example, memory, window, 1.0 / 8.0, &device, &mut acc);
+    let grads = acc.grads();
+    let g = grads.get::<2>(model.embedding.weight.id).expect("embedding gradient");
+    g.slice([5..6, 0..config.d_model]).abs().sum().into_scalar::<f64>()
+}
+
+#[test]
+fn tbptt_window_carries_gradient_into_earlier_memory_writes() {
+    let across = embedding_grad_of_first_segment_token(2);
+    assert!(across > 1e-8, "gradient through the memory is {across}");
+    let detached = embedding_grad_of_first_segment_token(1);
+    assert_eq!(detached, 0.0, "with a window of 1 the memory is detached between segments");
+}
+
+#[test]
+fn non_finite_steps_are_skipped_counted_and_eventually_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path());
+    let run = dir.path().join("run");
+    let mut opts = options(&run, None);
+    opts.poison_steps = Some(5..6);
+    let summary = train(config(&data, &run, 8), Start::Fresh, opts).unwrap();
+    assert_eq!(summary.step, 8);
+    assert!(summary.losses[5].is_nan() && summary.losses[7].is_finite());
+    let (_, state) = infini_train::checkpoint::read_meta(&summary.checkpoint.unwrap()).unwrap();
+    assert_eq!(state.skipped_steps, 1);
+
+    let run = dir.path().join("run2");
+    let mut opts = options(&run, None);
+    opts.poison_steps = Some(5..100);
+    let e = train(config(&data, &run, 20), Start::Fresh, opts).unwrap_err();
+    let last = infini_train::checkpoint::list(&run).pop().unwrap().1;
+    assert!(e.contains("consecutive non-finite") && e.contains(&last.display().to_string()), "{e}");
+    let cfg = config(&data, &run, 20);
+    let model = infini_train::checkpoint::load_model(&last, cfg.model.init(&Device::flex())).unwrap();
+    let weights = model.embedding.weight.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+    assert!(weights.iter().all(|w| w.is_finite()), "a saved checkpoint holds non-finite weights");
+}
+
+#[test]
+fn config_overrides_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Path::new("data/x"), &dir.path().join("r"), 5);
+    let path = dir.path().join("r.toml");
+    let c = RunConfig::load(&path, &["train.steps=7".into(), "data.streaming=true".into(), "checkpoint.dir=elsewhere".into()]).unwrap();
+    assert_eq!((c.train.steps, c.data.streaming, c.checkpoint.dir.to_str().unwrap()), (7, true, "elsewhere"));
+    assert_eq!(c.model, cfg.model);
+    let e = RunConfig::load(&path, &["train.stepz=7".into()]).unwrap_err();
+    assert!(e.contains("stepz"), "{e}");
+    let e = RunConfig::load(&path, &["train.tbptt_segments=1".into()]).unwrap_err();
+    assert!(e.contains("train.tbptt_segments") && e.contains("never get a gradient"), "{e}");
+    let e = RunConfig::load(&path, &["data.seq_len=70".into()]).unwrap_err();
+    assert!(e.contains("data.seq_len") && e.contains("multiple"), "{e}");
+}
