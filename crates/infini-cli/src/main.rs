@@ -40,6 +40,11 @@ enum Command {
     Train(train::TrainArgs),
     /// Perplexity of a checkpoint over whole documents, streamed with the memory.
     Eval(eval::EvalArgs),
+    /// Draw a run's training curves (loss, LR, gradient norm, gates) into RUN_DIR/curves.png.
+    Plot {
+        /// The run folder (holding metrics.jsonl).
+        run_dir: PathBuf,
+    },
     /// Measure throughput (JSON output).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -54,6 +59,9 @@ fn main() -> ExitCode {
         Command::Bench(c) => bench::run(c),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Plot { run_dir } => infini_train::plot::plot_run(&run_dir)
+            .map(|p| println!("wrote {}", p.display()))
+            .map_err(|e| anyhow::anyhow!(e)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,3 +11,4 @@ pub mod trainer;
 
 pub use config::RunConfig;
 pub use trainer::{RunOptions, Start, Summary, train};
+pub mod plot;

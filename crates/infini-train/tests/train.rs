@@ -247,3 +247,15 @@ fn config_overrides_and_errors() {
     let e = RunConfig::load(&path, &["data.seq_len=70".into()]).unwrap_err();
     assert!(e.contains("data.seq_len") && e.contains("multiple"), "{e}");
 }
+
+#[test]
+fn every_shipped_config_is_a_valid_run_config() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        RunConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+        n += 1;
+    }
+    assert!(n >= 5);
+}
