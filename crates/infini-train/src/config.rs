@@ -57,7 +57,7 @@ pub enum OptimizerKind {
 
 /// `[train]`: optimisation and truncated backprop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     /// Optimizer steps.
     pub steps: u64,
@@ -118,7 +118,7 @@ impl Default for TrainConfig {
 
 /// `[eval]`: validation while training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
     /// Validate every this many steps (0 = only at the end).
     pub every: u64,
@@ -138,7 +138,7 @@ impl Default for EvalConfig {
 
 /// `[checkpoint]`: where the run lives and how often it is saved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     /// The run folder (config, metrics, checkpoints).
     pub dir: PathBuf,
