@@ -31,12 +31,26 @@ pub struct EvalArgs {
     /// Documents evaluated side by side.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
-    /// Also write the full results (including perplexity by segment index) as JSON here.
+    /// Also write the full results as JSON here, the perplexity by segment index beside it as
+    /// CSV (same name, .csv) and as a plot (.png).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Compute backend: flex, wgpu or cuda.
     #[arg(long, default_value = "flex")]
     pub backend: String,
+}
+
+/// Perplexity against the segment index: falling means later segments gain from the memory.
+fn plot_by_segment(result: &infini_train::eval::EvalResult, path: &std::path::Path, segment_len: usize) -> Result<(), String> {
+    use infini_train::plot::{Chart, Series, save_grid};
+    let points = result.by_segment.iter().map(|s| (s.index as f64, s.perplexity)).collect();
+    let chart = Chart {
+        title: format!("perplexity by segment ({segment_len} tokens each); overall {:.2}", result.perplexity),
+        x_label: "segment index in the document".into(),
+        log_y: false,
+        series: vec![Series { name: "perplexity".into(), points, markers: false }],
+    };
+    save_grid(&[chart], 1, path)
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -73,7 +87,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
     println!("bits per byte     {:.4}", result.bits_per_byte);
     println!("speed             {:.0} tokens/s ({:.1}s)", result.tokens_per_s, result.seconds);
     if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&result)?).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+        let write = |p: &std::path::Path, text: String| {
+            infini_data::fsutil::atomic_write(p, text.as_bytes()).map_err(|e| anyhow!("cannot write {}: {e}", p.display()))
+        };
+        write(&path, serde_json::to_string_pretty(&result)?)?;
+        let csv: String = std::iter::once("segment_index,tokens,nll,perplexity\n".to_string())
+            .chain(result.by_segment.iter().map(|s| format!("{},{},{},{}\n", s.index, s.tokens, s.nll, s.perplexity)))
+            .collect();
+        write(&path.with_extension("csv"), csv)?;
+        let png = path.with_extension("png");
+        plot_by_segment(&result, &png, config.model.segment_len).map_err(|e| anyhow!(e))?;
+        println!("wrote             {}, {} and {}", path.display(), path.with_extension("csv").display(), png.display());
     }
     Ok(())
 }

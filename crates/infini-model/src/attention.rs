@@ -6,7 +6,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::{MemoryUpdate, ModelConfig};
 use crate::memory::{Memory, sigma};
@@ -75,25 +75,67 @@ impl InfiniAttention {
         self.beta.as_ref().map(|b| sigmoid(b.val()).reshape([1, self.n_heads, 1, 1]))
     }
 
-    /// Attends over one segment `x: [B, N, d_model]`, reading `memory` (that of segments before
-    /// this one) and returning the output and the memory updated with this segment.
+    /// Attends over one whole segment `x: [B, N, d_model]`, reading `memory` (that of segments
+    /// before this one) and returning the output and the memory updated with this segment.
     /// `memory` must be `Some` exactly when the layer has a memory.
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, memory: Option<Memory>) -> (Tensor<3>, Option<Memory>) {
+        let (out, memory, _) = self.forward_chunk(x, rope, memory, None, true);
+        (out, memory)
+    }
+
+    /// Attends over a chunk of a segment: `x` holds the tokens after the `cache`d ones (the
+    /// segment's earlier tokens, if any). With `complete`, the chunk ends the segment: the memory
+    /// is updated with the whole segment and no cache is returned; otherwise the memory is
+    /// returned unchanged with the cache extended by the chunk. A whole segment in one chunk is
+    /// [`Self::forward`]; token-by-token chunks give the same outputs (used for generation).
+    pub fn forward_chunk(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        memory: Option<Memory>,
+        cache: Option<KvCache>,
+        complete: bool,
+    ) -> (Tensor<3>, Option<Memory>, Option<KvCache>) {
         let q = self.split_heads(self.wq.forward(x.clone()));
         let k = self.split_heads(self.wk.forward(x.clone()));
         let v = self.split_heads(self.wv.forward(x));
-
-        let causal = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-        let local = attention(rope.apply(q.clone(), 0), rope.apply(k.clone(), 0), v.clone(), None, None, causal);
+        let start = cache.as_ref().map_or(0, |c| c.v.dims()[2]);
+        let q_rope = rope.apply(q.clone(), start);
+        let k_rope = rope.apply(k.clone(), start);
+        let cache = match cache {
+            None => KvCache { k, k_rope, v },
+            Some(c) => KvCache {
+                k: Tensor::cat(vec![c.k, k], 2),
+                k_rope: Tensor::cat(vec![c.k_rope, k_rope], 2),
+                v: Tensor::cat(vec![c.v, v], 2),
+            },
+        };
+        let local = if start == 0 {
+            let causal = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+            attention(q_rope, cache.k_rope.clone(), cache.v.clone(), None, None, causal)
+        } else {
+            let [b, h, t, _] = q_rope.dims();
+            let keys = start + t;
+            let device = q_rope.device();
+            let rows = Tensor::<1, Int>::arange(start as i64..keys as i64, &device).reshape([t, 1]);
+            let cols = Tensor::<1, Int>::arange(0..keys as i64, &device).reshape([1, keys]);
+            let future = cols.greater(rows).reshape([1, 1, t, keys]).expand([b, h, t, keys]);
+            let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+            attention(q_rope, cache.k_rope.clone(), cache.v.clone(), Some(future), None, options)
+        };
 
         let (mixed, memory) = match (self.gate(), memory) {
             (Some(g), Some(memory)) => {
                 let retrieved = memory.retrieve(sigma(q));
-                let sigma_k = sigma(k);
-                let memory = match self.update {
-                    MemoryUpdate::Linear => memory.update_linear(sigma_k, v),
-                    MemoryUpdate::Delta => memory.update_delta(sigma_k, v),
-                    MemoryUpdate::None => unreachable!("a layer without memory has no gate"),
+                let memory = if complete {
+                    let sigma_k = sigma(cache.k.clone());
+                    match self.update {
+                        MemoryUpdate::Linear => memory.update_linear(sigma_k, cache.v.clone()),
+                        MemoryUpdate::Delta => memory.update_delta(sigma_k, cache.v.clone()),
+                        MemoryUpdate::None => unreachable!("a layer without memory has no gate"),
+                    }
+                } else {
+                    memory
                 };
                 let mixed = retrieved * g.clone() + local * (g.neg() + 1.0);
                 (mixed, Some(memory))
@@ -105,6 +147,17 @@ impl InfiniAttention {
                 memory.is_some()
             ),
         };
-        (self.wo.forward(self.merge_heads(mixed)), memory)
+        (self.wo.forward(self.merge_heads(mixed)), memory, (!complete).then_some(cache))
     }
+}
+
+/// Keys and values of the tokens seen so far in the current, unfinished segment.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    /// Keys before RoPE `[B, H, t, d_k]` (what the memory stores).
+    pub k: Tensor<4>,
+    /// Keys after RoPE (what local attention reads).
+    pub k_rope: Tensor<4>,
+    /// Values `[B, H, t, d_v]`.
+    pub v: Tensor<4>,
 }

@@ -15,4 +15,5 @@ pub mod toml_file;
 pub use attention::InfiniAttention;
 pub use config::{ConfigError, MemoryUpdate, ModelConfig};
 pub use memory::{Memory, MemoryState, sigma};
-pub use model::InfiniLm;
+pub use model::{InfiniLm, StreamState};
+pub use attention::KvCache;

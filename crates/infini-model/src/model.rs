@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, 
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::attention::InfiniAttention;
+use crate::attention::{InfiniAttention, KvCache};
 use crate::config::ModelConfig;
 use crate::memory::{Memory, MemoryState};
 use crate::rope::Rope;
@@ -69,10 +69,42 @@ impl Block {
 
     /// One segment through the block, reading and returning this layer's memory.
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, memory: Option<Memory>) -> (Tensor<3>, Option<Memory>) {
-        let (a, memory) = self.attn.forward(self.attn_norm.forward(x.clone()), rope, memory);
+        let (x, memory, _) = self.forward_chunk(x, rope, memory, None, true);
+        (x, memory)
+    }
+
+    /// A chunk of a segment through the block (see [`InfiniAttention::forward_chunk`]).
+    pub fn forward_chunk(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        memory: Option<Memory>,
+        cache: Option<KvCache>,
+        complete: bool,
+    ) -> (Tensor<3>, Option<Memory>, Option<KvCache>) {
+        let (a, memory, cache) = self.attn.forward_chunk(self.attn_norm.forward(x.clone()), rope, memory, cache, complete);
         let x = x + self.dropout.forward(a);
         let x = x.clone() + self.dropout.forward(self.ffn.forward(self.ffn_norm.forward(x)));
-        (x, memory)
+        (x, memory, cache)
+    }
+}
+
+/// Where streams being read token by token stand: the memory of their finished segments, and
+/// each layer's key/value cache of the current segment (`position` tokens into it).
+#[derive(Clone, Debug)]
+pub struct StreamState {
+    /// Memory of the finished segments.
+    pub memory: MemoryState,
+    /// Per layer, the cache of the current segment (empty at a segment boundary).
+    pub caches: Vec<KvCache>,
+    /// Tokens already read of the current segment.
+    pub position: usize,
+}
+
+impl StreamState {
+    /// Streams that have read nothing yet.
+    pub fn new(config: &ModelConfig, batch: usize, device: &burn::tensor::Device) -> Self {
+        Self { memory: MemoryState::empty(config, batch, device), caches: Vec::new(), position: 0 }
     }
 }
 
@@ -134,7 +166,21 @@ impl InfiniLm {
         let [b, n, _] = x.dims();
         assert!(n <= self.segment_len, "segment of {n} tokens exceeds segment_len {}", self.segment_len);
         assert!(reset.is_empty() || reset.len() == b, "reset has {} flags for a batch of {b}", reset.len());
-        let memory = memory.reset(reset);
+        let (h, memory, _) = self.blocks_chunk(x, memory.reset(reset), Vec::new(), true);
+        (h, memory)
+    }
+
+    /// A chunk through every block: `caches` holds each layer's cache of the current segment
+    /// (empty at a segment start). Returns the final-normed hidden states, the memory (updated
+    /// if `complete`) and the extended caches (empty if `complete`).
+    fn blocks_chunk(
+        &self,
+        x: Tensor<3>,
+        memory: MemoryState,
+        caches: Vec<KvCache>,
+        complete: bool,
+    ) -> (Tensor<3>, MemoryState, Vec<KvCache>) {
+        let b = x.dims()[0];
         let has_memory = !memory.layers.is_empty();
         assert!(
             !has_memory || memory.batch_size() == b,
@@ -146,14 +192,36 @@ impl InfiniLm {
             "memory state does not match the model (one has memory, the other not)"
         );
         let mut layers = memory.layers.into_iter();
-        let mut next = Vec::with_capacity(self.blocks.len());
+        let mut caches = caches.into_iter();
+        let (mut next_memory, mut next_caches) = (Vec::with_capacity(self.blocks.len()), Vec::new());
         let mut h = x;
         for block in &self.blocks {
-            let (out, mem) = block.forward(h, &self.rope, layers.next());
+            let (out, mem, cache) = block.forward_chunk(h, &self.rope, layers.next(), caches.next(), complete);
             h = out;
-            next.extend(mem);
+            next_memory.extend(mem);
+            next_caches.extend(cache);
         }
-        (self.final_norm.forward(h), MemoryState { layers: next })
+        (self.final_norm.forward(h), MemoryState { layers: next_memory }, next_caches)
+    }
+
+    /// Reads `tokens: [B, T]` (any T) as the continuation of the streams in `state`, cutting
+    /// them into segments exactly as [`Self::forward`] does, but keeping a key/value cache of
+    /// the unfinished segment so tokens can be fed a few at a time (generation). Returns the
+    /// logits `[B, T, vocab]`.
+    pub fn forward_stream(&self, tokens: Tensor<2, Int>, mut state: StreamState) -> (Tensor<3>, StreamState) {
+        let [b, t] = tokens.dims();
+        let mut outputs = Vec::new();
+        let mut done = 0;
+        while done < t {
+            let take = (t - done).min(self.segment_len - state.position);
+            let complete = state.position + take == self.segment_len;
+            let chunk = tokens.clone().slice([0..b, done..done + take]);
+            let (h, memory, caches) = self.blocks_chunk(self.embed(chunk), state.memory, state.caches, complete);
+            outputs.push(self.logits(h));
+            state = StreamState { memory, caches, position: if complete { 0 } else { state.position + take } };
+            done += take;
+        }
+        (Tensor::cat(outputs, 1), state)
     }
 
     /// Projects final hidden states `[B, N, d_model]` to logits `[B, N, vocab]`.

@@ -210,3 +210,43 @@ fn gate_selects_memory_or_local_path() {
     assert!(e <= 1e-5, "β = −20 should give the local path, rel err {e}");
     assert!(max_abs_diff(&memory_only, &local_only) > 1e-3, "paths coincide, test is vacuous");
 }
+
+#[test]
+fn streaming_with_a_kv_cache_equals_segment_by_segment_recomputation() {
+    use infini_model::StreamState;
+    let device = Device::flex();
+    for rule in [MemoryUpdate::Linear, MemoryUpdate::Delta, MemoryUpdate::None] {
+        let config = test_config(rule);
+        let model = config.init(&device);
+        let (n, v) = (config.segment_len, config.vocab_size);
+        let total = 2 * n + n / 2 + 1;
+        let mut rng = rng(8);
+        let all = tokens(&mut rng, 2, total, v, &device);
+        // Reference: whole segments through `forward`, the last one partial.
+        let mut memory = MemoryState::empty(&config, 2, &device);
+        let mut reference = Vec::new();
+        for start in (0..total).step_by(n) {
+            let seg = all.clone().slice([0..2, start..(start + n).min(total)]);
+            let (logits, next) = model.forward(seg, memory, &[]);
+            memory = next;
+            reference.push(logits);
+        }
+        let reference = to_vec(Tensor::cat(reference, 1));
+        // Fed in uneven chunks, and token by token.
+        for chunks in [vec![3, 7, 1, 9, 2, 5, 4], vec![1]] {
+            let mut state = StreamState::new(&config, 2, &device);
+            let (mut done, mut outputs, mut i) = (0, Vec::new(), 0);
+            while done < total {
+                let take = chunks[i % chunks.len()].min(total - done);
+                let (logits, next) = model.forward_stream(all.clone().slice([0..2, done..done + take]), state);
+                state = next;
+                outputs.push(logits);
+                done += take;
+                i += 1;
+            }
+            assert_eq!(state.position, total % n);
+            let e = rel_err(&to_vec(Tensor::cat(outputs, 1)), &reference);
+            assert!(e <= 1e-5, "{rule:?} chunks {chunks:?}: rel err {e}");
+        }
+    }
+}
