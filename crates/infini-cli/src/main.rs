@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod data;
 mod eval;
+mod infer;
 mod model_info;
 mod train;
 
@@ -40,6 +41,14 @@ enum Command {
     Train(train::TrainArgs),
     /// Perplexity of a checkpoint over whole documents, streamed with the memory.
     Eval(eval::EvalArgs),
+    /// Generate text from a prompt (read segment by segment into memory, then decoded with a cache).
+    Generate(infer::GenerateArgs),
+    /// Passkey retrieval: accuracy at finding a 5-digit key hidden in long filler text.
+    Passkey(infer::PasskeyArgs),
+    /// Write a text corpus of passkey examples for fine-tuning (then `data prepare` it).
+    PasskeyData(infer::PasskeyDataArgs),
+    /// Show each head's gate sigmoid(beta) and its memory's size after a document.
+    Inspect(infer::InspectArgs),
     /// Draw a run's training curves (loss, LR, gradient norm, gates) into RUN_DIR/curves.png.
     Plot {
         /// The run folder (holding metrics.jsonl).
@@ -59,6 +68,10 @@ fn main() -> ExitCode {
         Command::Bench(c) => bench::run(c),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Generate(args) => infer::generate_cmd(args),
+        Command::Passkey(args) => infer::passkey_cmd(args),
+        Command::PasskeyData(args) => infer::passkey_data_cmd(args),
+        Command::Inspect(args) => infer::inspect_cmd(args),
         Command::Plot { run_dir } => infini_train::plot::plot_run(&run_dir)
             .map(|p| println!("wrote {}", p.display()))
             .map_err(|e| anyhow::anyhow!(e)),

@@ -6,6 +6,7 @@
 //!     optimizer.bpk    optimizer state (burnpack)
 //!     state.json       step, tokens, data cursor, best validation loss, …
 //!     config.toml      the resolved run config
+//!     tokenizer.json   the tokenizer of the training data (so the checkpoint stands alone)
 //!     memory.bin       carried memory (streaming mode only), little-endian f32
 //! RUN/checkpoints/best/  hard links to the files of the best checkpoint so far
 //! ```
@@ -116,6 +117,10 @@ pub fn save(run_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf> {
         }
         write_synced(&tmp.join("state.json"), serde_json::to_string_pretty(&state).expect("state").as_bytes())?;
         write_synced(&tmp.join("config.toml"), snapshot.config.to_toml().as_bytes())?;
+        let tokenizer = snapshot.config.data.prepared.join("tokenizer.json");
+        if let Ok(bytes) = fs::read(&tokenizer) {
+            write_synced(&tmp.join("tokenizer.json"), &bytes)?;
+        }
         sync_dir(&tmp).map_err(|e| e.to_string())?;
         if final_path.exists() {
             io(fs::remove_dir_all(&final_path), || format!("cannot replace {}", final_path.display()))?;
@@ -224,6 +229,21 @@ pub fn shape_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
     check("tie_embeddings", a.tie_embeddings.to_string(), b.tie_embeddings.to_string());
     check("memory (none vs with memory)", a.memory.has_memory().to_string(), b.memory.has_memory().to_string());
     out
+}
+
+/// A checkpoint ready for inference: the model (on `device`, no autodiff), its config and state.
+pub fn load_for_inference(path: &Path, device: &Device) -> Result<(InfiniLm, RunConfig, TrainState, PathBuf)> {
+    let ckpt = resolve(path)?;
+    let (config, state) = read_meta(&ckpt)?;
+    let model = load_model(&ckpt, config.model.init(device))?;
+    Ok((model, config, state, ckpt))
+}
+
+/// The tokenizer saved in a checkpoint (or, for older ones, that of its training data).
+pub fn tokenizer(checkpoint: &Path, config: &RunConfig) -> Result<infini_data::Tokenizer> {
+    let own = checkpoint.join("tokenizer.json");
+    let path = if own.exists() { own } else { config.data.prepared.join("tokenizer.json") };
+    infini_data::Tokenizer::load(&path).map_err(|e| e.to_string())
 }
 
 /// Loads the weights of `checkpoint` into `model`; the error says which shapes differ.

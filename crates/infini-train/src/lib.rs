@@ -12,3 +12,5 @@ pub mod trainer;
 pub use config::RunConfig;
 pub use trainer::{RunOptions, Start, Summary, train};
 pub mod plot;
+pub mod generate;
+pub mod inspect;

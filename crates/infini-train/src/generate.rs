@@ -1,0 +1,234 @@
+//! Text generation and the passkey-retrieval task, both on [`InfiniLm::forward_stream`]: the
+//! prompt is read segment by segment into the memory (constant memory in its length), then
+//! tokens are decoded one at a time with a key/value cache inside the current segment.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use infini_model::{InfiniLm, ModelConfig, StreamState};
+use serde::Serialize;
+
+/// How to pick each next token.
+#[derive(Clone, Debug)]
+pub struct Sampling {
+    /// 0 = greedy (argmax); otherwise softmax temperature.
+    pub temperature: f64,
+    /// Sample among the k most likely tokens only (0 = all).
+    pub top_k: usize,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+/// A tiny fixed generator (SplitMix64) so that a seed gives the same text everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn pick(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> u32 {
+    let argmax = || logits.iter().enumerate().fold((0, f32::MIN), |b, (i, &l)| if l > b.1 { (i, l) } else { b }).0 as u32;
+    if sampling.temperature <= 0.0 {
+        return argmax();
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if sampling.top_k > 0 {
+        order.truncate(sampling.top_k);
+    }
+    let max = logits[order[0]] as f64;
+    let weights: Vec<f64> = order.iter().map(|&i| ((logits[i] as f64 - max) / sampling.temperature).exp()).collect();
+    let mut r = rng.uniform() * weights.iter().sum::<f64>();
+    for (w, &i) in weights.iter().zip(&order) {
+        r -= w;
+        if r <= 0.0 {
+            return i as u32;
+        }
+    }
+    order[order.len() - 1] as u32
+}
+
+fn ids(values: &[u32], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = values.iter().map(|&t| t as i64).collect();
+    Tensor::from_data(TensorData::new(data, [1, values.len()]), device)
+}
+
+/// Reads `prompt` (at most a segment at a time, so memory stays constant in its length) and
+/// returns the stream state and the logits after its last token.
+pub fn read_prompt(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], device: &Device) -> (StreamState, Vec<f32>) {
+    assert!(!prompt.is_empty(), "the prompt has no tokens");
+    let mut state = StreamState::new(config, 1, device);
+    let mut last = Vec::new();
+    let n = config.segment_len;
+    let mut start = 0;
+    while start < prompt.len() {
+        // Align chunks to segment boundaries so every chunk but the last completes a segment.
+        let take = (n - state.position).min(prompt.len() - start);
+        let (logits, next) = model.forward_stream(ids(&prompt[start..start + take], device), state);
+        state = next;
+        start += take;
+        if start == prompt.len() {
+            let v = logits.dims()[2];
+            last = logits.slice([0..1, take - 1..take, 0..v]).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
+        }
+    }
+    (state, last)
+}
+
+/// Generates up to `max_new` tokens after `prompt`, calling `on_token` with each; stops early
+/// at `stop` (e.g. end of text). Returns the new tokens.
+pub fn generate(
+    model: &InfiniLm,
+    config: &ModelConfig,
+    prompt: &[u32],
+    max_new: usize,
+    sampling: &Sampling,
+    stop: Option<u32>,
+    device: &Device,
+    mut on_token: impl FnMut(u32),
+) -> Vec<u32> {
+    let (mut state, mut logits) = read_prompt(model, config, prompt, device);
+    let mut rng = Rng(sampling.seed);
+    let mut out = Vec::new();
+    for _ in 0..max_new {
+        let token = pick(&logits, sampling, &mut rng);
+        if Some(token) == stop {
+            break;
+        }
+        out.push(token);
+        on_token(token);
+        let (l, next) = model.forward_stream(ids(&[token], device), state);
+        state = next;
+        logits = l.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
+    }
+    out
+}
+
+/// The pieces of the passkey prompt (Mohtashami & Jaggi 2023, as used by the paper).
+pub const PASSKEY_INSTRUCTION: &str = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you about the important information there.";
+/// Filler repeated to reach the target length.
+pub const PASSKEY_FILLER: &str = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
+/// The question closing the prompt; the answer is the key's digits.
+pub const PASSKEY_QUESTION: &str = " What is the pass key? The pass key is";
+
+/// The sentence hiding `key`.
+pub fn passkey_sentence(key: u32) -> String {
+    format!(" The pass key is {key}. Remember it. {key} is the pass key.")
+}
+
+/// Filler repeats (total, before the key) for a prompt of about `length` tokens with the key at
+/// `depth`, given the token counts of the fixed parts and of one filler.
+fn filler_repeats(length: usize, fixed: usize, filler: usize, depth: f64) -> (usize, usize) {
+    let repeats = length.saturating_sub(fixed).div_ceil(filler.max(1)).max(1);
+    let before = ((depth.clamp(0.0, 1.0) * repeats as f64).round() as usize).min(repeats);
+    (repeats, before)
+}
+
+/// A passkey prompt of about `length` tokens with the key sentence at `depth` (0 = start,
+/// 1 = end) of the filler. Returns the prompt and the token index where the key sentence starts.
+pub fn passkey_prompt(
+    encode: &dyn Fn(&str) -> Vec<u32>,
+    key: u32,
+    length: usize,
+    depth: f64,
+) -> (Vec<u32>, usize) {
+    let (head, filler, sentence, question) =
+        (encode(PASSKEY_INSTRUCTION), encode(PASSKEY_FILLER), encode(&passkey_sentence(key)), encode(PASSKEY_QUESTION));
+    let fixed = head.len() + sentence.len() + question.len();
+    let (repeats, before) = filler_repeats(length, fixed, filler.len(), depth);
+    let mut prompt = head;
+    for _ in 0..before {
+        prompt.extend_from_slice(&filler);
+    }
+    let at = prompt.len();
+    prompt.extend_from_slice(&sentence);
+    for _ in before..repeats {
+        prompt.extend_from_slice(&filler);
+    }
+    prompt.extend_from_slice(&question);
+    (prompt, at)
+}
+
+/// A passkey training document: the prompt of about `length` tokens, then the answer.
+pub fn passkey_document(encode: &dyn Fn(&str) -> Vec<u32>, key: u32, length: usize, depth: f64) -> String {
+    let sentence = passkey_sentence(key);
+    let fixed = [PASSKEY_INSTRUCTION, sentence.as_str(), PASSKEY_QUESTION].iter().map(|s| encode(s).len()).sum();
+    let (repeats, before) = filler_repeats(length, fixed, encode(PASSKEY_FILLER).len(), depth);
+    let mut text = String::from(PASSKEY_INSTRUCTION);
+    text += &PASSKEY_FILLER.repeat(before);
+    text += &sentence;
+    text += &PASSKEY_FILLER.repeat(repeats - before);
+    text += PASSKEY_QUESTION;
+    text + &format!(" {key}.")
+}
+
+/// Accuracy of one (length, depth) cell of the passkey table.
+#[derive(Clone, Debug, Serialize)]
+pub struct PasskeyCell {
+    /// Target prompt length in tokens.
+    pub length: usize,
+    /// Depth of the key in the filler.
+    pub depth: f64,
+    /// Trials.
+    pub trials: usize,
+    /// Trials whose greedy answer began with the key's 5 digits.
+    pub correct: usize,
+    /// correct / trials.
+    pub accuracy: f64,
+}
+
+/// The first run of digits in `text`.
+pub fn first_number(text: &str) -> Option<String> {
+    let digits: String = text.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
+    (!digits.is_empty()).then_some(digits)
+}
+
+/// Runs `trials` passkey prompts of `length` tokens with the key at `depth` and counts exact answers.
+#[allow(clippy::too_many_arguments)]
+pub fn passkey_cell(
+    model: &InfiniLm,
+    config: &ModelConfig,
+    encode: &dyn Fn(&str) -> Vec<u32>,
+    decode: &dyn Fn(&[u32]) -> String,
+    length: usize,
+    depth: f64,
+    trials: usize,
+    seed: u64,
+    device: &Device,
+) -> PasskeyCell {
+    let mut rng = Rng(seed ^ (length as u64).wrapping_mul(31) ^ depth.to_bits());
+    let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
+    let mut correct = 0;
+    for _ in 0..trials {
+        let key = 10_000 + (rng.uniform() * 90_000.0) as u32;
+        let (prompt, _) = passkey_prompt(encode, key, length, depth);
+        let answer = generate(model, config, &prompt, 8, &greedy, None, device, |_| {});
+        if first_number(&decode(&answer)).as_deref() == Some(key.to_string().as_str()) {
+            correct += 1;
+        }
+    }
+    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / trials.max(1) as f64 }
+}
+
+/// Parses `2K,8K,1M,500` (K = 1024, M = 1024²) into token counts.
+pub fn parse_lengths(spec: &str) -> Result<Vec<usize>, String> {
+    spec.split(',')
+        .map(|s| {
+            let s = s.trim();
+            let (num, mult) = match s.chars().last() {
+                Some('K' | 'k') => (&s[..s.len() - 1], 1024),
+                Some('M' | 'm') => (&s[..s.len() - 1], 1024 * 1024),
+                _ => (s, 1),
+            };
+            num.parse::<f64>()
+                .ok()
+                .filter(|v| *v > 0.0)
+                .map(|v| (v * mult as f64) as usize)
+                .ok_or_else(|| format!("bad length `{s}`: use numbers like 2K, 32K, 1M or 5000"))
+        })
+        .collect()
+}
