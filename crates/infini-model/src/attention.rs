@@ -6,10 +6,10 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::config::{MemoryUpdate, ModelConfig};
-use crate::memory::{Memory, sigma};
+use crate::memory::{LayerMemory, XlCache, sigma};
 use crate::rope::Rope;
 
 /// One layer's Infini-attention.
@@ -77,8 +77,8 @@ impl InfiniAttention {
 
     /// Attends over one whole segment `x: [B, N, d_model]`, reading `memory` (that of segments
     /// before this one) and returning the output and the memory updated with this segment.
-    /// `memory` must be `Some` exactly when the layer has a memory.
-    pub fn forward(&self, x: Tensor<3>, rope: &Rope, memory: Option<Memory>) -> (Tensor<3>, Option<Memory>) {
+    /// `memory` must be `Some` exactly when the layer carries state between segments.
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, memory: Option<LayerMemory>) -> (Tensor<3>, Option<LayerMemory>) {
         let (out, memory, _) = self.forward_chunk(x, rope, memory, None, true);
         (out, memory)
     }
@@ -92,16 +92,23 @@ impl InfiniAttention {
         &self,
         x: Tensor<3>,
         rope: &Rope,
-        memory: Option<Memory>,
+        memory: Option<LayerMemory>,
         cache: Option<KvCache>,
         complete: bool,
-    ) -> (Tensor<3>, Option<Memory>, Option<KvCache>) {
+    ) -> (Tensor<3>, Option<LayerMemory>, Option<KvCache>) {
         let q = self.split_heads(self.wq.forward(x.clone()));
         let k = self.split_heads(self.wk.forward(x.clone()));
         let v = self.split_heads(self.wv.forward(x));
+        let [b, h, t, _] = q.dims();
         let start = cache.as_ref().map_or(0, |c| c.v.dims()[2]);
-        let q_rope = rope.apply(q.clone(), start);
-        let k_rope = rope.apply(k.clone(), start);
+        // Transformer-XL: the previous segment's keys sit at positions 0..P before this one.
+        let previous = match &memory {
+            Some(LayerMemory::Xl(x)) => Some(x),
+            _ => None,
+        };
+        let offset = previous.map_or(0, |x| x.k.dims()[2]);
+        let q_rope = rope.apply(q.clone(), offset + start);
+        let k_rope = rope.apply(k.clone(), offset + start);
         let cache = match cache {
             None => KvCache { k, k_rope, v },
             Some(c) => KvCache {
@@ -110,45 +117,82 @@ impl InfiniAttention {
                 v: Tensor::cat(vec![c.v, v], 2),
             },
         };
-        let local = if start == 0 {
-            let causal = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-            attention(q_rope, cache.k_rope.clone(), cache.v.clone(), None, None, causal)
-        } else {
-            let [b, h, t, _] = q_rope.dims();
-            let keys = start + t;
-            let device = q_rope.device();
-            let rows = Tensor::<1, Int>::arange(start as i64..keys as i64, &device).reshape([t, 1]);
-            let cols = Tensor::<1, Int>::arange(0..keys as i64, &device).reshape([1, keys]);
-            let future = cols.greater(rows).reshape([1, 1, t, keys]).expand([b, h, t, keys]);
-            let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-            attention(q_rope, cache.k_rope.clone(), cache.v.clone(), Some(future), None, options)
+        let local = match previous {
+            None if start == 0 => {
+                let causal = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+                attention(q_rope, cache.k_rope.clone(), cache.v.clone(), None, None, causal)
+            }
+            _ => {
+                let (keys, values) = match previous {
+                    Some(x) => (
+                        Tensor::cat(vec![rope.apply(x.k.clone(), 0), cache.k_rope.clone()], 2),
+                        Tensor::cat(vec![x.v.clone(), cache.v.clone()], 2),
+                    ),
+                    None => (cache.k_rope.clone(), cache.v.clone()),
+                };
+                let mask = attention_mask([b, h, t], offset, start, previous.map(|x| x.valid.as_slice()), &q_rope.device());
+                let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+                attention(q_rope, keys, values, Some(mask), None, options)
+            }
         };
 
         let (mixed, memory) = match (self.gate(), memory) {
-            (Some(g), Some(memory)) => {
+            (Some(g), Some(LayerMemory::Compressive(memory))) => {
                 let retrieved = memory.retrieve(sigma(q));
                 let memory = if complete {
                     let sigma_k = sigma(cache.k.clone());
                     match self.update {
                         MemoryUpdate::Linear => memory.update_linear(sigma_k, cache.v.clone()),
                         MemoryUpdate::Delta => memory.update_delta(sigma_k, cache.v.clone()),
-                        MemoryUpdate::None => unreachable!("a layer without memory has no gate"),
+                        _ => unreachable!("only linear and delta layers have a gate"),
                     }
                 } else {
                     memory
                 };
                 let mixed = retrieved * g.clone() + local * (g.neg() + 1.0);
-                (mixed, Some(memory))
+                (mixed, Some(LayerMemory::Compressive(memory)))
+            }
+            (None, Some(LayerMemory::Xl(previous))) => {
+                // The cache is kept without gradient, as in Transformer-XL.
+                let next = if complete {
+                    XlCache { k: cache.k.clone().detach(), v: cache.v.clone().detach(), valid: vec![true; b] }
+                } else {
+                    previous
+                };
+                (local, Some(LayerMemory::Xl(next)))
             }
             (None, None) => (local, None),
             (gate, memory) => panic!(
-                "memory mismatch: layer has memory = {}, caller passed memory = {}",
+                "memory mismatch: layer has a gate = {}, caller passed memory = {}",
                 gate.is_some(),
                 memory.is_some()
             ),
         };
         (self.wo.forward(self.merge_heads(mixed)), memory, (!complete).then_some(cache))
     }
+}
+
+/// Mask (true = hidden) of `t` queries at positions `offset + start ..` over `offset` previous
+/// keys (hidden for streams with `valid[b] == false`) and `start + t` keys of this segment
+/// (causal), shaped `[B, H, t, offset + start + t]`.
+fn attention_mask(
+    [b, h, t]: [usize; 3],
+    offset: usize,
+    start: usize,
+    valid: Option<&[bool]>,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    let keys = offset + start + t;
+    let rows = Tensor::<1, Int>::arange((offset + start) as i64..keys as i64, device).reshape([t, 1]);
+    let cols = Tensor::<1, Int>::arange(0..keys as i64, device).reshape([1, keys]);
+    let mut mask = cols.clone().greater(rows).reshape([1, 1, t, keys]).expand([b, 1, t, keys]);
+    if let Some(valid) = valid.filter(|v| v.iter().any(|&ok| !ok)) {
+        let invalid: Vec<bool> = valid.iter().map(|&ok| !ok).collect();
+        let invalid = Tensor::<1, Bool>::from_data(TensorData::new(invalid, [b]), device).reshape([b, 1, 1, 1]).expand([b, 1, t, keys]);
+        let previous = cols.lower_elem(offset as i64).reshape([1, 1, 1, keys]).expand([b, 1, t, keys]);
+        mask = mask.bool_or(invalid.bool_and(previous));
+    }
+    mask.expand([b, h, t, keys])
 }
 
 /// Keys and values of the tokens seen so far in the current, unfinished segment.

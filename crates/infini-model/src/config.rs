@@ -12,11 +12,19 @@ pub enum MemoryUpdate {
     Delta,
     /// No memory at all: segment-local attention only (the paper's baseline).
     None,
+    /// Transformer-XL baseline: attend also to the previous segment's keys and values, cached
+    /// without gradient (memory grows with the segment length, not compressed).
+    Xl,
 }
 
 impl MemoryUpdate {
-    /// Whether this model keeps a compressive memory between segments.
+    /// Whether this model keeps Infini-attention's compressive memory (and gates β).
     pub fn has_memory(self) -> bool {
+        matches!(self, MemoryUpdate::Linear | MemoryUpdate::Delta)
+    }
+
+    /// Whether anything is carried from one segment to the next (compressive memory or XL cache).
+    pub fn carries_state(self) -> bool {
         !matches!(self, MemoryUpdate::None)
     }
 }
@@ -187,12 +195,15 @@ impl ModelConfig {
         v * d + self.n_layers * (attention + ffn + norms) + d + head
     }
 
-    /// f32 values of compressive memory per sequence: layers · heads · d_k · (d_v + 1).
+    /// f32 values of memory per sequence: layers · heads · d_k · (d_v + 1) for Infini-attention,
+    /// layers · heads · N · (d_k + d_v) for the Transformer-XL cache, 0 without memory.
     pub fn memory_floats(&self) -> usize {
-        if !self.memory.has_memory() {
-            return 0;
-        }
         let dk = self.head_dim();
-        self.n_layers * self.n_heads * (dk * dk + dk)
+        let per_head = match self.memory {
+            MemoryUpdate::Linear | MemoryUpdate::Delta => dk * dk + dk,
+            MemoryUpdate::Xl => self.segment_len * 2 * dk,
+            MemoryUpdate::None => 0,
+        };
+        self.n_layers * self.n_heads * per_head
     }
 }

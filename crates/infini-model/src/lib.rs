@@ -14,6 +14,6 @@ pub mod toml_file;
 
 pub use attention::InfiniAttention;
 pub use config::{ConfigError, MemoryUpdate, ModelConfig};
-pub use memory::{Memory, MemoryState, sigma};
+pub use memory::{LayerMemory, Memory, MemoryState, XlCache, sigma};
 pub use model::{InfiniLm, StreamState};
 pub use attention::KvCache;

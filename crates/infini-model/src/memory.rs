@@ -6,7 +6,7 @@
 
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
-use crate::config::ModelConfig;
+use crate::config::{MemoryUpdate, ModelConfig};
 
 /// Smallest denominator used when reading the memory. An empty memory has `z = 0` and `M = 0`,
 /// so the numerator is exactly zero and the read is `0 / DENOM_FLOOR = 0` rather than `0 / 0`.
@@ -61,28 +61,88 @@ impl Memory {
     }
 }
 
+/// Transformer-XL's memory (the `xl` baseline): keys (before RoPE) and values of the previous
+/// segment, attended to without gradient, and which streams have a previous segment at all.
+#[derive(Clone, Debug)]
+pub struct XlCache {
+    /// Keys `[B, H, P, d_k]`.
+    pub k: Tensor<4>,
+    /// Values `[B, H, P, d_v]`.
+    pub v: Tensor<4>,
+    /// Per stream: whether `k`/`v` hold a previous segment (false at a document start).
+    pub valid: Vec<bool>,
+}
+
+/// One layer's memory.
+#[derive(Clone, Debug)]
+pub enum LayerMemory {
+    /// Infini-attention's compressive memory.
+    Compressive(Memory),
+    /// The Transformer-XL baseline's cache of the previous segment.
+    Xl(XlCache),
+}
+
+impl LayerMemory {
+    /// The compressive memory, if this is one.
+    pub fn compressive(&self) -> Option<&Memory> {
+        match self {
+            LayerMemory::Compressive(m) => Some(m),
+            LayerMemory::Xl(_) => None,
+        }
+    }
+
+    fn batch_size(&self) -> usize {
+        match self {
+            LayerMemory::Compressive(m) => m.z.dims()[0],
+            LayerMemory::Xl(x) => x.valid.len(),
+        }
+    }
+}
+
 /// The memory of every layer for a batch of sequences (empty `layers` for `memory = "none"`).
 #[derive(Clone, Debug)]
 pub struct MemoryState {
-    /// One [`Memory`] per layer, in layer order.
-    pub layers: Vec<Memory>,
+    /// One [`LayerMemory`] per layer, in layer order.
+    pub layers: Vec<LayerMemory>,
+}
+
+fn zero_streams<const D: usize>(t: Tensor<D>, reset: &[bool]) -> Tensor<D> {
+    let b = reset.len();
+    let mut shape = [1usize; D];
+    shape[0] = b;
+    let mask = Tensor::<1, Bool>::from_data(TensorData::new(reset.to_vec(), [b]), &t.device()).reshape(shape);
+    let full = t.shape();
+    // mask_fill rather than a multiply by 0, so that even a non-finite memory is emptied.
+    t.mask_fill(mask.expand(full), 0.0)
 }
 
 impl MemoryState {
     /// Empty memory for `batch` sequences of the model `config` describes.
     pub fn empty(config: &ModelConfig, batch: usize, device: &Device) -> Self {
-        let layers = if config.memory.has_memory() {
-            let (h, d) = (config.n_heads, config.head_dim());
-            (0..config.n_layers).map(|_| Memory::empty(batch, h, d, d, device)).collect()
-        } else {
-            Vec::new()
+        let (h, d) = (config.n_heads, config.head_dim());
+        let layer = || match config.memory {
+            MemoryUpdate::Linear | MemoryUpdate::Delta => Some(LayerMemory::Compressive(Memory::empty(batch, h, d, d, device))),
+            MemoryUpdate::Xl => Some(LayerMemory::Xl(XlCache {
+                k: Tensor::zeros([batch, h, config.segment_len, d], device),
+                v: Tensor::zeros([batch, h, config.segment_len, d], device),
+                valid: vec![false; batch],
+            })),
+            MemoryUpdate::None => None,
         };
-        Self { layers }
+        Self { layers: (0..config.n_layers).filter_map(|_| layer()).collect() }
     }
 
     /// Cuts the autodiff graph: later losses send no gradient into earlier segments.
     pub fn detach(self) -> Self {
-        self.map(Tensor::detach, Tensor::detach)
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| match l {
+                LayerMemory::Compressive(m) => LayerMemory::Compressive(m.map(Tensor::detach, Tensor::detach)),
+                LayerMemory::Xl(x) => LayerMemory::Xl(XlCache { k: x.k.detach(), v: x.v.detach(), valid: x.valid }),
+            })
+            .collect();
+        Self { layers }
     }
 
     /// Empties the memory of every stream `b` with `reset[b] == true`; other streams keep theirs.
@@ -90,35 +150,90 @@ impl MemoryState {
         if !reset.iter().any(|&r| r) || self.layers.is_empty() {
             return self;
         }
-        let device = self.layers[0].z.device();
-        let b = reset.len();
-        let mask = Tensor::<1, Bool>::from_data(TensorData::new(reset.to_vec(), [b]), &device);
-        let mask4 = mask.clone().reshape([b, 1, 1, 1]);
-        let mask3 = mask.reshape([b, 1, 1]);
-        // mask_fill rather than a multiply by 0, so that even a non-finite memory is emptied.
-        self.map(
-            |m| {
-                let shape = m.shape();
-                m.mask_fill(mask4.clone().expand(shape), 0.0)
-            },
-            |z| {
-                let shape = z.shape();
-                z.mask_fill(mask3.clone().expand(shape), 0.0)
-            },
-        )
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| match l {
+                LayerMemory::Compressive(m) => {
+                    LayerMemory::Compressive(m.map(|t| zero_streams(t, reset), |t| zero_streams(t, reset)))
+                }
+                LayerMemory::Xl(x) => LayerMemory::Xl(XlCache {
+                    k: zero_streams(x.k, reset),
+                    v: zero_streams(x.v, reset),
+                    valid: x.valid.iter().zip(reset).map(|(&v, &r)| v && !r).collect(),
+                }),
+            })
+            .collect();
+        Self { layers }
     }
 
     /// Number of sequences in the batch (0 when there is no memory).
     pub fn batch_size(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.z.dims()[0])
+        self.layers.first().map_or(0, LayerMemory::batch_size)
     }
 
     /// Total f32 values held, over all layers and sequences.
     pub fn num_floats(&self) -> usize {
-        self.layers.iter().map(|l| l.m.shape().num_elements() + l.z.shape().num_elements()).sum()
+        self.layers
+            .iter()
+            .map(|l| match l {
+                LayerMemory::Compressive(m) => m.m.shape().num_elements() + m.z.shape().num_elements(),
+                LayerMemory::Xl(x) => x.k.shape().num_elements() + x.v.shape().num_elements(),
+            })
+            .sum()
     }
 
-    fn map(self, f: impl Fn(Tensor<4>) -> Tensor<4>, g: impl Fn(Tensor<3>) -> Tensor<3>) -> Self {
-        Self { layers: self.layers.into_iter().map(|l| l.map(&f, &g)).collect() }
+    /// Every tensor of the state as (shape, f32 values), layer by layer (`m, z` or `k, v, valid`),
+    /// for saving; [`Self::from_parts`] reverses it.
+    pub fn to_parts(&self) -> Vec<(Vec<usize>, Vec<f32>)> {
+        fn part<const D: usize>(t: &Tensor<D>) -> (Vec<usize>, Vec<f32>) {
+            (t.dims().to_vec(), t.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 memory"))
+        }
+        let mut parts = Vec::new();
+        for layer in &self.layers {
+            match layer {
+                LayerMemory::Compressive(m) => parts.extend([part(&m.m), part(&m.z)]),
+                LayerMemory::Xl(x) => {
+                    parts.extend([part(&x.k), part(&x.v)]);
+                    parts.push((vec![x.valid.len()], x.valid.iter().map(|&v| v as u8 as f32).collect()));
+                }
+            }
+        }
+        parts
+    }
+
+    /// Rebuilds a state of the model `config` from [`Self::to_parts`].
+    pub fn from_parts(config: &ModelConfig, parts: Vec<(Vec<usize>, Vec<f32>)>, device: &Device) -> Result<Self, String> {
+        fn t4(p: Option<(Vec<usize>, Vec<f32>)>, device: &Device) -> Result<Tensor<4>, String> {
+            match p {
+                Some((s, v)) if s.len() == 4 && s.iter().product::<usize>() == v.len() => {
+                    Ok(Tensor::from_data(TensorData::new(v, [s[0], s[1], s[2], s[3]]), device))
+                }
+                _ => Err("saved memory does not match the model".into()),
+            }
+        }
+        let mut it = parts.into_iter();
+        let mut layers = Vec::new();
+        for _ in 0..config.n_layers {
+            match config.memory {
+                MemoryUpdate::None => {}
+                MemoryUpdate::Linear | MemoryUpdate::Delta => {
+                    let m = t4(it.next(), device)?;
+                    let z = match it.next() {
+                        Some((s, v)) if s.len() == 3 && s.iter().product::<usize>() == v.len() => {
+                            Tensor::from_data(TensorData::new(v, [s[0], s[1], s[2]]), device)
+                        }
+                        _ => return Err("saved memory does not match the model".into()),
+                    };
+                    layers.push(LayerMemory::Compressive(Memory { m, z }));
+                }
+                MemoryUpdate::Xl => {
+                    let (k, v) = (t4(it.next(), device)?, t4(it.next(), device)?);
+                    let valid = it.next().ok_or("saved memory does not match the model")?.1.iter().map(|&x| x > 0.5).collect();
+                    layers.push(LayerMemory::Xl(XlCache { k, v, valid }));
+                }
+            }
+        }
+        Ok(Self { layers })
     }
 }

@@ -6,8 +6,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::attention::{InfiniAttention, KvCache};
-use crate::config::ModelConfig;
-use crate::memory::{Memory, MemoryState};
+use crate::config::{MemoryUpdate, ModelConfig};
+use crate::memory::{LayerMemory, MemoryState};
 use crate::rope::Rope;
 
 /// SwiGLU feed-forward: `w2(silu(w1 x) ⊙ w3 x)`.
@@ -68,7 +68,7 @@ impl Block {
     }
 
     /// One segment through the block, reading and returning this layer's memory.
-    pub fn forward(&self, x: Tensor<3>, rope: &Rope, memory: Option<Memory>) -> (Tensor<3>, Option<Memory>) {
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, memory: Option<LayerMemory>) -> (Tensor<3>, Option<LayerMemory>) {
         let (x, memory, _) = self.forward_chunk(x, rope, memory, None, true);
         (x, memory)
     }
@@ -78,10 +78,10 @@ impl Block {
         &self,
         x: Tensor<3>,
         rope: &Rope,
-        memory: Option<Memory>,
+        memory: Option<LayerMemory>,
         cache: Option<KvCache>,
         complete: bool,
-    ) -> (Tensor<3>, Option<Memory>, Option<KvCache>) {
+    ) -> (Tensor<3>, Option<LayerMemory>, Option<KvCache>) {
         let (a, memory, cache) = self.attn.forward_chunk(self.attn_norm.forward(x.clone()), rope, memory, cache, complete);
         let x = x + self.dropout.forward(a);
         let x = x.clone() + self.dropout.forward(self.ffn.forward(self.ffn_norm.forward(x)));
@@ -122,6 +122,8 @@ pub struct InfiniLm {
     pub lm_head: Option<Linear>,
     rope: Rope,
     segment_len: usize,
+    #[module(skip)]
+    memory: MemoryUpdate,
 }
 
 impl ModelConfig {
@@ -142,8 +144,10 @@ impl ModelConfig {
                     .with_initializer(init)
                     .init(device)
             }),
-            rope: Rope::new(self.segment_len, self.head_dim(), self.rope_theta, device),
+            // The XL baseline places the previous segment's keys before this segment's.
+            rope: Rope::new(self.segment_len * if self.memory == MemoryUpdate::Xl { 2 } else { 1 }, self.head_dim(), self.rope_theta, device),
             segment_len: self.segment_len,
+            memory: self.memory,
         }
     }
 }
@@ -188,7 +192,7 @@ impl InfiniLm {
             memory.batch_size()
         );
         assert!(
-            has_memory == self.blocks[0].attn.beta.is_some(),
+            has_memory == self.memory.carries_state(),
             "memory state does not match the model (one has memory, the other not)"
         );
         let mut layers = memory.layers.into_iter();

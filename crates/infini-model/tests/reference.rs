@@ -6,7 +6,7 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 use common::*;
 use infini_model::rope::Rope;
-use infini_model::{InfiniAttention, Memory, MemoryUpdate, sigma as sigma_t};
+use infini_model::{InfiniAttention, LayerMemory, Memory, MemoryUpdate, XlCache, sigma as sigma_t};
 
 const TOL: f64 = 1e-4;
 
@@ -95,7 +95,7 @@ fn attention_layer_matches_reference_over_segments() {
             rule,
         };
         let rope = Rope::new(n, dk, config.rope_theta, &device);
-        let mut memory = rule.has_memory().then(|| Memory::empty(b, h, dk, dk, &device));
+        let mut memory = rule.has_memory().then(|| LayerMemory::Compressive(Memory::empty(b, h, dk, dk, &device)));
         let mut ref_memories = vec![vec![RefMemory::empty(dk, dk); h]; b];
         for segment in 0..3 {
             let x = random_vec(&mut rng, b * n * d, 1.0);
@@ -110,4 +110,45 @@ fn attention_layer_matches_reference_over_segments() {
             assert!(e <= TOL, "{rule:?} segment {segment}: layer output rel err {e}");
         }
     }
+}
+
+#[test]
+fn transformer_xl_baseline_attends_to_the_previous_segment() {
+    let device = Device::flex();
+    let mut rng = rng(9);
+    let config = test_config(MemoryUpdate::Xl);
+    let (b, n, d, h, dk) = (2, config.segment_len, config.d_model, config.n_heads, config.head_dim());
+    let layer = InfiniAttention::new(&config, 0.3, &device);
+    let reference = RefLayer {
+        wq: weights(layer.wq.weight.val()),
+        wk: weights(layer.wk.weight.val()),
+        wv: weights(layer.wv.weight.val()),
+        wo: weights(layer.wo.weight.val()),
+        beta: vec![],
+        n_heads: h,
+        head_dim: dk,
+        theta: config.rope_theta,
+        rule: MemoryUpdate::None,
+    };
+    let rope = Rope::new(2 * n, dk, config.rope_theta, &device);
+    let empty = XlCache { k: Tensor::zeros([b, h, n, dk], &device), v: Tensor::zeros([b, h, n, dk], &device), valid: vec![false; b] };
+    let x1 = random_vec(&mut rng, b * n * d, 1.0);
+    let x2 = random_vec(&mut rng, b * n * d, 1.0);
+    let (out1, memory) = layer.forward(tensor(&x1, [b, n, d], &device), &rope, Some(LayerMemory::Xl(empty)));
+    // The first segment sees nothing before it: plain causal attention.
+    let want1: Vec<f64> = (0..b).flat_map(|bi| reference.forward(&rows(&x1[bi * n * d..][..n * d], n, d), &mut [])).flatten().collect();
+    assert!(rel_err(&to_vec(out1), &want1) <= TOL);
+    // The second segment attends causally over [segment 1, segment 2]: the same as the last n
+    // outputs of plain causal attention over the 2n tokens (RoPE is relative).
+    let (out2, _) = layer.forward(tensor(&x2, [b, n, d], &device), &rope, memory);
+    let want2: Vec<f64> = (0..b)
+        .flat_map(|bi| {
+            let mut both = rows(&x1[bi * n * d..][..n * d], n, d);
+            both.extend(rows(&x2[bi * n * d..][..n * d], n, d));
+            reference.forward(&both, &mut []).split_off(n)
+        })
+        .flatten()
+        .collect();
+    let e = rel_err(&to_vec(out2), &want2);
+    assert!(e <= TOL, "XL second segment rel err {e}");
 }

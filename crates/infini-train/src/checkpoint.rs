@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use burn::tensor::{Bytes, Device};
 use infini_data::StreamCursor;
 use infini_data::fsutil::{sync_dir, temp_path};
-use infini_model::{InfiniLm, Memory, MemoryState, ModelConfig};
+use infini_model::{InfiniLm, MemoryState, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
@@ -46,9 +46,9 @@ pub struct TrainState {
     pub seconds: f64,
     /// SHA-256 of the tokenizer of the training data.
     pub tokenizer_hash: String,
-    /// Shapes of the carried memory in `memory.bin` (streaming mode), per layer `[m, z]`.
+    /// Shapes of the tensors of the carried memory in `memory.bin` (streaming mode).
     #[serde(default)]
-    pub memory_shapes: Vec<[Vec<usize>; 2]>,
+    pub memory_shapes: Vec<Vec<usize>>,
 }
 
 /// A checkpoint that could not be read or does not fit.
@@ -84,14 +84,6 @@ pub struct Snapshot<'a> {
     pub memory: Option<&'a MemoryState>,
 }
 
-fn f32_bytes(values: Vec<f32>) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn tensor_values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    t.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data")
-}
-
 /// Writes a checkpoint of `snapshot` into `RUN/checkpoints/step-N` atomically; returns its path.
 pub fn save(run_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf> {
     let dir = run_dir.join("checkpoints");
@@ -107,12 +99,9 @@ pub fn save(run_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf> {
         write_synced(&tmp.join("optimizer.bpk"), &optimizer)?;
         let mut state = snapshot.state.clone();
         if let Some(memory) = snapshot.memory {
-            let mut bytes = Vec::new();
-            state.memory_shapes = memory.layers.iter().map(|l| [l.m.dims().to_vec(), l.z.dims().to_vec()]).collect();
-            for layer in &memory.layers {
-                bytes.extend(f32_bytes(tensor_values(&layer.m)));
-                bytes.extend(f32_bytes(tensor_values(&layer.z)));
-            }
+            let parts = memory.to_parts();
+            state.memory_shapes = parts.iter().map(|(shape, _)| shape.clone()).collect();
+            let bytes: Vec<u8> = parts.into_iter().flat_map(|(_, values)| values.into_iter().flat_map(f32::to_le_bytes)).collect();
             write_synced(&tmp.join("memory.bin"), &bytes)?;
         }
         write_synced(&tmp.join("state.json"), serde_json::to_string_pretty(&state).expect("state").as_bytes())?;
@@ -227,7 +216,8 @@ pub fn shape_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
     check("head_dim", a.head_dim().to_string(), b.head_dim().to_string());
     check("ffn_hidden", a.ffn_hidden.to_string(), b.ffn_hidden.to_string());
     check("tie_embeddings", a.tie_embeddings.to_string(), b.tie_embeddings.to_string());
-    check("memory (none vs with memory)", a.memory.has_memory().to_string(), b.memory.has_memory().to_string());
+    let kind = |m: &ModelConfig| if m.memory.has_memory() { "compressive (gates β)" } else { "no gates" }.to_string();
+    check("memory", kind(a), kind(b));
     out
 }
 
@@ -265,7 +255,7 @@ pub fn load_optimizer(checkpoint: &Path, optimizer: ModuleOptimizer) -> Result<M
 }
 
 /// Loads the carried memory saved in streaming mode, if any.
-pub fn load_memory(checkpoint: &Path, state: &TrainState, device: &Device) -> Result<Option<MemoryState>> {
+pub fn load_memory(checkpoint: &Path, config: &ModelConfig, state: &TrainState, device: &Device) -> Result<Option<MemoryState>> {
     if state.memory_shapes.is_empty() {
         return Ok(None);
     }
@@ -273,20 +263,12 @@ pub fn load_memory(checkpoint: &Path, state: &TrainState, device: &Device) -> Re
     let bytes = io(fs::read(&path), || format!("cannot read {}", path.display()))?;
     let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     let mut offset = 0;
-    let mut take = |shape: &[usize]| -> Result<Vec<f32>> {
+    let mut parts = Vec::new();
+    for shape in &state.memory_shapes {
         let n: usize = shape.iter().product();
         let slice = values.get(offset..offset + n).ok_or_else(|| format!("{} is truncated", path.display()))?;
+        parts.push((shape.clone(), slice.to_vec()));
         offset += n;
-        Ok(slice.to_vec())
-    };
-    let mut layers = Vec::new();
-    for [m_shape, z_shape] in &state.memory_shapes {
-        let (&[b, h, k, v], &[b2, h2, k2]) = (m_shape.as_slice(), z_shape.as_slice()) else {
-            return Err(format!("{}: bad memory shapes in state.json", checkpoint.display()));
-        };
-        let m = Tensor::<4>::from_data(TensorData::new(take(m_shape)?, [b, h, k, v]), device);
-        let z = Tensor::<3>::from_data(TensorData::new(take(z_shape)?, [b2, h2, k2]), device);
-        layers.push(Memory { m, z });
     }
-    Ok(Some(MemoryState { layers }))
+    MemoryState::from_parts(config, parts, device).map(Some).map_err(|e| format!("{}: {e}", path.display()))
 }

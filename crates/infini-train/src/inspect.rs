@@ -41,7 +41,7 @@ pub fn inspect(model: &InfiniLm, config: &ModelConfig, document: Option<&[u32]>,
         report.tokens_read += chunk.len();
     }
     let h = config.n_heads;
-    for layer in &memory.layers {
+    for layer in memory.layers.iter().filter_map(|l| l.compressive()) {
         let m = layer.m.clone().powi_scalar(2).sum_dims(&[2, 3]).sqrt().reshape([1, h]);
         report.memory_norm.push(per_head(m));
         report.z_norm.push(per_head(layer.z.clone().abs().sum_dim(2).reshape([1, h])));

@@ -147,15 +147,13 @@ pub fn backprop_example(
 
 /// Mean over layers of ‖M‖_F per sequence (`None` without memory).
 fn mean_memory_norm(memory: &MemoryState) -> Option<f64> {
-    if memory.layers.is_empty() {
-        return None;
-    }
     let norms: Vec<f64> = memory
         .layers
         .iter()
+        .filter_map(|l| l.compressive())
         .map(|l| l.m.clone().powi_scalar(2).sum().sqrt().into_scalar::<f64>() / l.m.dims()[0] as f64)
         .collect();
-    Some(norms.iter().sum::<f64>() / norms.len() as f64)
+    (!norms.is_empty()).then(|| norms.iter().sum::<f64>() / norms.len() as f64)
 }
 
 impl Trainer {
@@ -207,7 +205,7 @@ impl Trainer {
                 }
                 model = checkpoint::load_model(&latest, model)?;
                 optimizer = checkpoint::load_optimizer(&latest, optimizer)?;
-                carried = checkpoint::load_memory(&latest, &saved, &device)?;
+                carried = checkpoint::load_memory(&latest, &config.model, &saved, &device)?;
                 state = saved;
                 eprintln!("resuming {} from step {}", run_dir.display(), state.step);
             }

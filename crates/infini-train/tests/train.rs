@@ -85,26 +85,47 @@ keep_last = 2
     RunConfig::load(&path, &[]).unwrap()
 }
 
+/// Burn's device RNG (initialisation, dropout) is global to the process, so runs that must be
+/// reproducible cannot overlap with other runs of the same test binary: each test holds this.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn options(run: &Path, max_steps: Option<u64>) -> RunOptions {
     RunOptions { run_dir: run.to_path_buf(), device: Device::flex(), max_steps_this_run: max_steps, poison_steps: None }
 }
 
 #[test]
 fn resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
+    let _serial = serial();
     resume_matches(false);
 }
 
 #[test]
 fn resumed_streaming_run_restores_the_carried_memory() {
+    let _serial = serial();
     resume_matches(true);
 }
 
+#[test]
+fn resumed_streaming_xl_baseline_restores_its_cache() {
+    let _serial = serial();
+    resume_matches_with(true, MemoryUpdate::Xl);
+}
+
 fn resume_matches(streaming: bool) {
+    resume_matches_with(streaming, MemoryUpdate::Linear);
+}
+
+fn resume_matches_with(streaming: bool, memory: MemoryUpdate) {
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path());
     let cfg = |run: &Path| {
         let mut c = config(&data, run, 20);
         c.data.streaming = streaming;
+        c.model.memory = memory;
         c
     };
     let straight_dir = dir.path().join("straight");
@@ -135,6 +156,7 @@ fn resume_matches(streaming: bool) {
 
 #[test]
 fn continual_pretraining_at_longer_length_and_shape_checks() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path());
     let base = dir.path().join("base");
@@ -158,6 +180,7 @@ fn continual_pretraining_at_longer_length_and_shape_checks() {
 
 #[test]
 fn loss_falls_far_below_its_start_on_repetitive_text() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path());
     let run = dir.path().join("run");
@@ -201,6 +224,7 @@ fn embedding_grad_of_first_segment_token(window: usize) -> f64 {
 
 #[test]
 fn tbptt_window_carries_gradient_into_earlier_memory_writes() {
+    let _serial = serial();
     let across = embedding_grad_of_first_segment_token(2);
     assert!(across > 1e-8, "gradient through the memory is {across}");
     let detached = embedding_grad_of_first_segment_token(1);
@@ -209,6 +233,7 @@ fn tbptt_window_carries_gradient_into_earlier_memory_writes() {
 
 #[test]
 fn non_finite_steps_are_skipped_counted_and_eventually_stop_the_run() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path());
     let run = dir.path().join("run");
@@ -234,6 +259,7 @@ fn non_finite_steps_are_skipped_counted_and_eventually_stop_the_run() {
 
 #[test]
 fn config_overrides_and_errors() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Path::new("data/x"), &dir.path().join("r"), 5);
     let path = dir.path().join("r.toml");
@@ -250,6 +276,7 @@ fn config_overrides_and_errors() {
 
 #[test]
 fn every_shipped_config_is_a_valid_run_config() {
+    let _serial = serial();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let mut n = 0;
     for entry in fs::read_dir(&dir).unwrap() {

@@ -103,7 +103,7 @@ impl RefMemory {
                 let old = self.retrieve(sk);
                 v.iter().zip(&old).map(|(vr, or)| vr.iter().zip(or).map(|(a, b)| a - b).collect()).collect()
             }
-            MemoryUpdate::None => panic!("no memory"),
+            MemoryUpdate::None | MemoryUpdate::Xl => panic!("no compressive memory"),
         };
         for (t, krow) in sk.iter().enumerate() {
             for (i, &kv) in krow.iter().enumerate() {
