@@ -1,0 +1,99 @@
+//! Evaluation: token-weighted perplexity against a hand computation, and batching invariance.
+
+use std::sync::Arc;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use infini_data::{Split, SplitData};
+use infini_model::{MemoryState, MemoryUpdate, ModelConfig};
+use infini_train::eval::{EvalOptions, evaluate};
+
+fn documents(lengths: &[usize], vocab: usize) -> Vec<(String, Vec<u32>)> {
+    lengths
+        .iter()
+        .enumerate()
+        .map(|(d, &len)| (format!("doc{d}"), (0..len).map(|i| ((i * 7 + d * 13 + i / 3) % vocab) as u32).collect()))
+        .collect()
+}
+
+fn config(memory: MemoryUpdate) -> ModelConfig {
+    let mut c = ModelConfig::tiny(50);
+    c.segment_len = 8;
+    c.init_std = 0.3;
+    c.memory = memory;
+    c
+}
+
+/// Total NLL and targets of one document, by running whole segments and a log-softmax in f64.
+fn by_hand(model: &infini_model::InfiniLm, config: &ModelConfig, doc: &[u32], device: &Device) -> (f64, usize, Vec<f64>) {
+    let mut memory = MemoryState::empty(config, 1, device);
+    let (mut total, mut count, mut segment_means) = (0.0, 0, Vec::new());
+    let inputs = &doc[..doc.len() - 1];
+    for (s, chunk) in inputs.chunks(config.segment_len).enumerate() {
+        let ids: Vec<i64> = chunk.iter().map(|&t| t as i64).collect();
+        let (logits, next) = model.forward(Tensor::<2, Int>::from_data(TensorData::new(ids, [1, chunk.len()]), device), memory, &[]);
+        memory = next;
+        let v = config.vocab_size;
+        let values: Vec<f64> = logits.into_data().convert::<f64>().try_into_vec::<f64>().unwrap();
+        let mut seg = 0.0;
+        for (t, row) in values.chunks(v).enumerate() {
+            let max = row.iter().cloned().fold(f64::MIN, f64::max);
+            let log_z = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            let target = doc[s * config.segment_len + t + 1] as usize;
+            seg += log_z - row[target];
+        }
+        total += seg;
+        count += chunk.len();
+        segment_means.push(seg / chunk.len() as f64);
+    }
+    (total, count, segment_means)
+}
+
+#[test]
+fn perplexity_is_token_weighted_and_matches_a_hand_computation() {
+    let device = Device::flex();
+    for memory in [MemoryUpdate::Linear, MemoryUpdate::Delta, MemoryUpdate::None, MemoryUpdate::Xl] {
+        let config = config(memory);
+        let model = config.init(&device);
+        let docs = documents(&[30, 12, 2], config.vocab_size);
+        let (mut nll, mut tokens, mut means) = (0.0, 0, Vec::new());
+        for (_, doc) in &docs {
+            let (n, c, m) = by_hand(&model, &config, doc, &device);
+            (nll, tokens) = (nll + n, tokens + c);
+            means.extend(m);
+        }
+        let split = Arc::new(SplitData::from_documents(Split::Test, docs));
+        let options = EvalOptions { max_docs: 0, max_tokens_per_doc: 0, batch_size: 1, progress: false };
+        let result = evaluate(&model, &config, split, &options, &device).unwrap();
+        assert_eq!(result.tokens, tokens as u64);
+        let want = nll / tokens as f64;
+        assert!((result.loss - want).abs() <= 1e-5 * want, "{memory:?}: loss {} vs hand {want}", result.loss);
+        assert!((result.perplexity - want.exp()).abs() <= 1e-4 * want.exp());
+        let mean_of_means = means.iter().sum::<f64>() / means.len() as f64;
+        assert!((mean_of_means - want).abs() > 1e-4, "the fixture should tell the two averages apart");
+        // Words and bytes of from_documents are one per token: word perplexity counts whole documents.
+        assert_eq!(result.words, 44.0);
+    }
+}
+
+#[test]
+fn batched_evaluation_equals_one_document_at_a_time() {
+    let device = Device::flex();
+    let config = config(MemoryUpdate::Linear);
+    let model = config.init(&device);
+    let split = Arc::new(SplitData::from_documents(Split::Test, documents(&[40, 9, 25, 17, 3, 33], config.vocab_size)));
+    let run = |batch_size, max_docs, max_tokens_per_doc| {
+        let options = EvalOptions { max_docs, max_tokens_per_doc, batch_size, progress: false };
+        evaluate(&model, &config, split.clone(), &options, &device).unwrap()
+    };
+    let one = run(1, 0, 0);
+    let three = run(3, 0, 0);
+    assert_eq!(one.tokens, three.tokens);
+    assert!((one.nll - three.nll).abs() <= 1e-4 * one.nll, "{} vs {}", one.nll, three.nll);
+    assert_eq!(one.by_segment.len(), 5);
+    for (a, b) in one.by_segment.iter().zip(&three.by_segment) {
+        assert_eq!(a.tokens, b.tokens);
+        assert!((a.nll - b.nll).abs() <= 1e-4 * a.nll.max(1.0));
+    }
+    let limited = run(2, 2, 10);
+    assert_eq!((limited.documents, limited.tokens), (2, 9 + 8), "10 tokens of doc 0 give 9 targets, doc 1 has 9 tokens");
+}
