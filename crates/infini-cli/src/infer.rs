@@ -186,10 +186,7 @@ pub fn passkey_data_cmd(args: PasskeyDataArgs) -> Result<()> {
     let length = *parse_lengths(&args.length).map_err(|e| anyhow!("--length: {e}"))?.first().expect("one length");
     let encode = encoder(&tok);
     let mut state = args.seed;
-    let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) as f64 / (1u64 << 31) as f64
-    };
+    let mut next = move || (infini_data::stream::splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
     let held = (args.count / 10).max(1);
     for (split, count) in [("train", args.count), ("validation", held), ("test", held)] {
         let dir = args.out.join(split);
