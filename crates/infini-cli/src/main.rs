@@ -60,6 +60,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A bug must still end in one line, not a backtrace (RUST_BACKTRACE=1 shows the full trace).
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            eprintln!("error: internal error: {}{at} (a bug in infini; rerun with RUST_BACKTRACE=1 and report it)", message.replace('\n', " "));
+        }));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::ModelInfo { config, json } => model_info::run(&config, json),
