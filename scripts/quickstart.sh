@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*"; }
 
 step "building infini (release; the first build takes about 10 minutes on 2 cores)"
-cargo build --release --quiet --bin infini
+cargo build --release --bin infini
 infini=target/release/infini
 
 step "fetching the stand-in books"

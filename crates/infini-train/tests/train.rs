@@ -286,3 +286,18 @@ fn every_shipped_config_is_a_valid_run_config() {
     }
     assert!(n >= 5);
 }
+
+#[test]
+fn adafactor_trains_too() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path());
+    let run = dir.path().join("run");
+    let mut cfg = config(&data, &run, 40);
+    cfg.train.optimizer = infini_train::config::OptimizerKind::Adafactor;
+    cfg.train.weight_decay = 0.0;
+    cfg.eval.every = 0;
+    let summary = train(cfg, Start::Fresh, options(&run, None)).unwrap();
+    let (start, end) = (summary.losses[0], summary.losses[summary.losses.len() - 1]);
+    assert!(end < 0.6 * start, "Adafactor: loss fell only from {start} to {end}");
+}

@@ -1,0 +1,76 @@
+//! `infini train` end to end: a run, Ctrl-C, resume, eval and plot through the binary.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Prepares a tiny corpus and writes a run config for it; returns the config path.
+fn setup(d: &Path, steps: u64) -> std::path::PathBuf {
+    text_corpus(&d.join("corpus"), 10, 3000);
+    assert!(infini_in(d, &["tokenizer", "train", "--dataset", "corpus", "--vocab-size", "300", "--out", "tok.json"]).ok);
+    assert!(infini_in(d, &["data", "prepare", "--dataset", "corpus", "--tokenizer", "tok.json", "--out", "prep"]).ok);
+    let config = format!(
+        "[model]\nvocab_size = 300\nd_model = 32\nn_layers = 2\nn_heads = 2\nffn_hidden = 64\nsegment_len = 16\n\n\
+         [data]\nprepared = \"prep\"\nbatch_size = 2\nseq_len = 64\n\n\
+         [train]\nsteps = {steps}\nlr = 1e-2\nwarmup_steps = 2\n\n\
+         [eval]\nevery = 0\nmax_docs = 1\nmax_tokens_per_doc = 100\n\n\
+         [checkpoint]\ndir = \"run\"\nevery = 1000\n"
+    );
+    std::fs::write(d.join("run.toml"), config).unwrap();
+    d.join("run.toml")
+}
+
+#[test]
+fn train_resume_eval_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d, 6);
+    let r = infini_in(d, &["train", "--config", "run.toml", "--set", "train.steps=6", "--max-steps", "3"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(d.join("run/checkpoints/step-00000003/model.bpk").exists());
+    let r = infini_in(d, &["train", "--config", "run.toml"]);
+    assert_one_line_error(&r, "--resume");
+    let r = infini_in(d, &["train", "--resume", "run"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("validation perplexity"), "{}", r.stdout);
+    let lines = std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().filter(|l| l.contains("\"train\"")).count(), 6);
+    let r = infini_in(d, &["eval", "--checkpoint", "run", "--split", "test", "--json", "ev.json"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(d.join("ev.csv").exists() && d.join("ev.png").exists());
+    assert!(infini_in(d, &["plot", "run"]).ok);
+    assert!(d.join("run/curves.png").exists());
+    assert!(infini_in(d, &["generate", "--checkpoint", "run", "--prompt", "the memory", "--max-new-tokens", "5"]).ok);
+    assert_one_line_error(&infini_in(d, &["train", "--config", "run.toml", "--backend", "cuda", "--run-dir", "x"]), "cuda");
+    assert_one_line_error(&infini_in(d, &["train", "--config", "run.toml", "--set", "model.vocab_size=301", "--run-dir", "y"]), "vocab_size");
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d, 100_000);
+    let child = Command::new(env!("CARGO_BIN_EXE_infini"))
+        .args(["train", "--config", "run.toml"])
+        .current_dir(d)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(d.join("run/metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(120), "training did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let saved: Vec<_> = std::fs::read_dir(d.join("run/checkpoints")).unwrap().flatten().collect();
+    assert!(saved.iter().any(|e| e.file_name().to_string_lossy().starts_with("step-")), "no checkpoint after Ctrl-C");
+}
