@@ -208,6 +208,31 @@ pub fn prepare(corpus: &Corpus, tokenizer: &Tokenizer, out: &Path, options: &Pre
     } else if out.exists() && fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false) {
         return fail(format!("{} exists and is not a prepared-data folder; choose an empty or new --out", out.display()));
     }
+    let (fresh, existed) = (!state_path.exists(), out.exists());
+    let result = prepare_into(corpus, tokenizer, out, options, state, source);
+    if result.is_err() && fresh {
+        // A run that fails without resuming anything leaves the folder as it found it.
+        if existed {
+            for entry in fs::read_dir(out).into_iter().flatten().flatten() {
+                let _ = fs::remove_dir_all(entry.path()).or_else(|_| fs::remove_file(entry.path()));
+            }
+        } else {
+            let _ = fs::remove_dir_all(out);
+        }
+    }
+    result
+}
+
+fn prepare_into(
+    corpus: &Corpus,
+    tokenizer: &Tokenizer,
+    out: &Path,
+    options: &PrepareOptions,
+    state: PrepareState,
+    source: String,
+) -> Result<Manifest> {
+    let manifest_path = out.join("manifest.json");
+    let state_path = out.join("prepare.json");
     for split in Split::ALL {
         let dir = out.join(split.name());
         fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;

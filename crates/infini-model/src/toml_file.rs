@@ -9,7 +9,16 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, String> 
         let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         let message = e.message().replace('\n', " ");
         match line {
-            Some(line) => format!("{}:{line}: {message}", path.display()),
+            Some(line) => {
+                // Quote the line, so that errors about a value still name its key.
+                let source = text.lines().nth(line - 1).unwrap_or("").trim();
+                let source: String = source.chars().take(80).collect();
+                if source.is_empty() || message.contains(&source) {
+                    format!("{}:{line}: {message}", path.display())
+                } else {
+                    format!("{}:{line}: {message} (in `{source}`)", path.display())
+                }
+            }
             None => format!("{}: {message}", path.display()),
         }
     })
