@@ -60,6 +60,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Past a file-size limit (`ulimit -f`), let writes fail with an error we report and recover
+    // from, instead of the signal that would kill the process mid-write.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     // A bug must still end in one line, not a backtrace (RUST_BACKTRACE=1 shows the full trace).
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         std::panic::set_hook(Box::new(|info| {

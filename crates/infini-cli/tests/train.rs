@@ -74,3 +74,28 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let saved: Vec<_> = std::fs::read_dir(d.join("run/checkpoints")).unwrap().flatten().collect();
     assert!(saved.iter().any(|e| e.file_name().to_string_lossy().starts_with("step-")), "no checkpoint after Ctrl-C");
 }
+
+#[test]
+fn a_full_disk_during_a_checkpoint_keeps_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d, 4);
+    assert!(infini_in(d, &["train", "--config", "run.toml", "--max-steps", "2"]).ok);
+    let before = std::fs::read(d.join("run/checkpoints/step-00000002/model.bpk")).unwrap();
+    // 8 KiB per file: enough for configs and metrics, too little for the next model.bpk.
+    let out = Command::new("bash")
+        .args(["-c", &format!("ulimit -f 8; exec {} train --resume run", env!("CARGO_BIN_EXE_infini"))])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let last = stderr.trim_end().lines().last().unwrap_or("");
+    assert!(last.starts_with("error: ") && last.contains("checkpoint not saved") && last.contains("intact"), "{stderr}");
+    assert_eq!(std::fs::read(d.join("run/checkpoints/step-00000002/model.bpk")).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(d.join("run/checkpoints")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(leftovers.iter().all(|n| n == "step-00000002" || n == "best"), "{leftovers:?}");
+    // The intact checkpoint still resumes once there is room again.
+    let r = infini_in(d, &["train", "--resume", "run"]);
+    assert!(r.ok, "{}", r.stderr);
+}

@@ -58,8 +58,19 @@ fn io<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
     r.map_err(|e| format!("{}: {e}", what()))
 }
 
+/// Fault-injection aid: `INFINI_CHECKPOINT_DELAY_MS` pauses after every file of a checkpoint,
+/// so that `scripts/fault-test.sh` can kill the process in the middle of a checkpoint write.
+fn injected_delay() {
+    static DELAY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let ms = *DELAY.get_or_init(|| std::env::var("INFINI_CHECKPOINT_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
+    injected_delay();
     let mut f = io(fs::File::create(path), || format!("cannot create {}", path.display()))?;
     io(f.write_all(bytes), || format!("cannot write {} (disk full?)", path.display()))?;
     io(f.sync_all(), || format!("cannot sync {}", path.display()))
@@ -112,7 +123,7 @@ pub fn save(run_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf> {
         }
         sync_dir(&tmp).map_err(|e| e.to_string())?;
         if final_path.exists() {
-            io(fs::remove_dir_all(&final_path), || format!("cannot replace {}", final_path.display()))?;
+            remove_checkpoint(&final_path);
         }
         io(fs::rename(&tmp, &final_path), || format!("cannot move checkpoint into {}", final_path.display()))?;
         sync_dir(&dir).map_err(|e| e.to_string())
@@ -140,15 +151,24 @@ pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
     found
 }
 
-/// Removes all but the newest `keep` checkpoints (and stale temporary folders).
+/// Deletes a checkpoint folder without ever leaving a partial one under its name: it is first
+/// renamed to a hidden name, then removed.
+fn remove_checkpoint(path: &Path) {
+    let hidden = path.with_file_name(format!(".{}.deleting", path.file_name().unwrap_or_default().to_string_lossy()));
+    if fs::rename(path, &hidden).is_ok() {
+        let _ = fs::remove_dir_all(&hidden);
+    }
+}
+
+/// Removes all but the newest `keep` checkpoints, and the hidden leftovers (temporary or
+/// half-deleted folders) of interrupted runs.
 pub fn prune(run_dir: &Path, keep: usize) {
     let all = list(run_dir);
     for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
-        let _ = fs::remove_dir_all(path);
+        remove_checkpoint(path);
     }
     for entry in fs::read_dir(run_dir.join("checkpoints")).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.contains(".tmp-") && !name.ends_with(&format!("-{}", std::process::id())) {
+        if entry.file_name().to_string_lossy().starts_with('.') {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
