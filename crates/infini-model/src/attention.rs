@@ -109,26 +109,25 @@ impl InfiniAttention {
         let offset = previous.map_or(0, |x| x.k.dims()[2]);
         let q_rope = rope.apply(q.clone(), offset + start);
         let k_rope = rope.apply(k.clone(), offset + start);
-        let cache = match cache {
-            None => KvCache { k, k_rope, v },
-            Some(c) => KvCache {
-                k: Tensor::cat(vec![c.k, k], 2),
-                k_rope: Tensor::cat(vec![c.k_rope, k_rope], 2),
-                v: Tensor::cat(vec![c.v, v], 2),
-            },
+        let (k, k_rope, v) = match cache {
+            None => (k, k_rope, v),
+            Some(c) => (Tensor::cat(vec![c.k, k], 2), Tensor::cat(vec![c.k_rope, k_rope], 2), Tensor::cat(vec![c.v, v], 2)),
         };
+        // Keep the segment's keys and values only if it goes on; otherwise every tensor below is
+        // used by value, so that no extra reference blocks Burn's in-place operations.
+        let cache = (!complete).then(|| KvCache { k: k.clone(), k_rope: k_rope.clone(), v: v.clone() });
         let local = match previous {
             None if start == 0 => {
                 let causal = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-                attention(q_rope, cache.k_rope.clone(), cache.v.clone(), None, None, causal)
+                attention(q_rope, k_rope, v.clone(), None, None, causal)
             }
             _ => {
                 let (keys, values) = match previous {
                     Some(x) => (
-                        Tensor::cat(vec![rope.apply(x.k.clone(), 0), cache.k_rope.clone()], 2),
-                        Tensor::cat(vec![x.v.clone(), cache.v.clone()], 2),
+                        Tensor::cat(vec![rope.apply(x.k.clone(), 0), k_rope], 2),
+                        Tensor::cat(vec![x.v.clone(), v.clone()], 2),
                     ),
-                    None => (cache.k_rope.clone(), cache.v.clone()),
+                    None => (k_rope, v.clone()),
                 };
                 let mask = attention_mask([b, h, t], offset, start, previous.map(|x| x.valid.as_slice()), &q_rope.device());
                 let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
@@ -140,10 +139,10 @@ impl InfiniAttention {
             (Some(g), Some(LayerMemory::Compressive(memory))) => {
                 let retrieved = memory.retrieve(sigma(q));
                 let memory = if complete {
-                    let sigma_k = sigma(cache.k.clone());
+                    let sigma_k = sigma(k);
                     match self.update {
-                        MemoryUpdate::Linear => memory.update_linear(sigma_k, cache.v.clone()),
-                        MemoryUpdate::Delta => memory.update_delta(sigma_k, cache.v.clone()),
+                        MemoryUpdate::Linear => memory.update_linear(sigma_k, v),
+                        MemoryUpdate::Delta => memory.update_delta(sigma_k, v),
                         _ => unreachable!("only linear and delta layers have a gate"),
                     }
                 } else {
@@ -155,7 +154,7 @@ impl InfiniAttention {
             (None, Some(LayerMemory::Xl(previous))) => {
                 // The cache is kept without gradient, as in Transformer-XL.
                 let next = if complete {
-                    XlCache { k: cache.k.clone().detach(), v: cache.v.clone().detach(), valid: vec![true; b] }
+                    XlCache { k: k.detach(), v: v.detach(), valid: vec![true; b] }
                 } else {
                     previous
                 };
@@ -168,7 +167,7 @@ impl InfiniAttention {
                 memory.is_some()
             ),
         };
-        (self.wo.forward(self.merge_heads(mixed)), memory, (!complete).then_some(cache))
+        (self.wo.forward(self.merge_heads(mixed)), memory, cache)
     }
 }
 
