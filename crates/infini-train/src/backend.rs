@@ -1,8 +1,10 @@
-//! Choosing the compute backend at run time: `flex` (CPU, always), `wgpu` and `cuda` (cargo features).
+//! Choosing the compute backend at run time: `flex` (CPU, always), `wgpu` and `cuda` (cargo
+//! features). A backend that is compiled in but has no usable device (no Vulkan/Metal/DX12
+//! driver, no CUDA driver) is reported as an error instead of Burn's panic.
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
-/// The backends this binary can use, for `--help` texts and errors.
+/// The backends this binary was built with.
 pub fn available() -> Vec<&'static str> {
     let mut v = vec!["flex"];
     if cfg!(feature = "wgpu") {
@@ -14,13 +16,30 @@ pub fn available() -> Vec<&'static str> {
     v
 }
 
-/// The device of backend `name`, or an error naming the cargo feature to build with.
+/// The device of backend `name`, checked to work, or an error naming what is missing.
 pub fn device(name: &str) -> Result<Device, String> {
     match name {
         "flex" | "cpu" => Ok(Device::flex()),
-        "wgpu" => wgpu(),
-        "cuda" => cuda(),
-        other => Err(format!("unknown backend `{other}`: use one of {}", available().join(", "))),
+        "wgpu" => probe(wgpu()?, "wgpu", "no GPU adapter found: install a Vulkan (or Metal/DX12) driver; on Debian without a GPU, `apt-get install libvulkan1 mesa-vulkan-drivers` gives the lavapipe CPU driver"),
+        "cuda" => probe(cuda()?, "cuda", "no usable CUDA device: check the NVIDIA driver (libcuda.so) and `nvidia-smi`"),
+        other => Err(format!("unknown backend `{other}`: this binary has {}", available().join(", "))),
+    }
+}
+
+/// Runs a tiny computation on `device`, turning a panic (Burn's way to report a missing
+/// driver) into an error.
+fn probe(device: Device, name: &str, hint: &str) -> Result<Device, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let ok = std::panic::catch_unwind(|| {
+        let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
+        t.sum().into_scalar::<f32>()
+    });
+    std::panic::set_hook(hook);
+    match ok {
+        Ok(v) if v == 3.0 => Ok(device),
+        Ok(v) => Err(format!("the {name} backend computed 1 + 2 = {v}: the device is not working")),
+        Err(_) => Err(format!("the {name} backend cannot start: {hint}")),
     }
 }
 

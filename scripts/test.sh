@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test suite (what CI runs through .ci/run):
+#   1. every crate's tests on Flex (CPU):      cargo test --release --workspace
+#   2. the backend-generic tests on wgpu, on Mesa's lavapipe CPU Vulkan driver when there is
+#      no GPU (installed with apt-get when missing and possible; the first wgpu build takes
+#      about 12 minutes on 2 cores).
+#   scripts/test.sh --flex-only    skips step 2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --release --workspace
+
+if [ "${1:-}" = "--flex-only" ]; then
+  exit 0
+fi
+
+vulkan_ready() {
+  # (no `grep -q`: under pipefail its early exit would fail the pipeline)
+  ldconfig -p 2>/dev/null | grep 'libvulkan.so.1' >/dev/null &&
+    { ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1 || ls /etc/vulkan/icd.d/*.json >/dev/null 2>&1; }
+}
+if ! vulkan_ready && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "installing a Vulkan loader and Mesa's lavapipe driver for the wgpu tests"
+  apt-get install -y -qq libvulkan1 mesa-vulkan-drivers >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libvulkan1 mesa-vulkan-drivers >/dev/null 2>&1; } || true
+fi
+if vulkan_ready; then
+  export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+  INFINI_REQUIRE_BACKENDS=wgpu cargo test --release -p infini-train --features wgpu --test backends
+else
+  echo "skipping the wgpu tests: no Vulkan driver (install libvulkan1 and mesa-vulkan-drivers)"
+fi
