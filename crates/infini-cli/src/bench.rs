@@ -29,6 +29,9 @@ pub enum BenchCommand {
         /// Also write the results to this JSON file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Compute backend: flex, wgpu or cuda.
+        #[arg(long, default_value = "flex")]
+        backend: String,
     },
     /// One length of `bench eval` (run by it in a child process).
     #[command(hide = true)]
@@ -39,6 +42,8 @@ pub enum BenchCommand {
         checkpoint: Option<PathBuf>,
         #[arg(long)]
         length: usize,
+        #[arg(long, default_value = "flex")]
+        backend: String,
     },
     /// Tokens/s of `data prepare` (into a temporary folder) and of the segment loader.
     Data {
@@ -94,8 +99,8 @@ fn bench_model(config: &Option<PathBuf>, checkpoint: &Option<PathBuf>, device: &
 /// Evaluates one synthetic document of `length` tokens, generated segment by segment (so the
 /// document itself takes no memory), with the memory carried across segments as `infini eval`
 /// does; returns tokens/s and peak RSS.
-fn eval_one(config: &Option<PathBuf>, checkpoint: &Option<PathBuf>, length: usize) -> Result<serde_json::Value> {
-    let device = burn::tensor::Device::flex();
+fn eval_one(config: &Option<PathBuf>, checkpoint: &Option<PathBuf>, length: usize, backend: &str) -> Result<serde_json::Value> {
+    let device = infini_train::backend::device(backend).map_err(|e| anyhow!(e))?;
     let (model, mc) = bench_model(config, checkpoint, &device)?;
     let n = mc.segment_len;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -140,18 +145,18 @@ fn eval_one(config: &Option<PathBuf>, checkpoint: &Option<PathBuf>, length: usiz
 
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
-        BenchCommand::EvalOne { config, checkpoint, length } => {
-            println!("{}", eval_one(&config, &checkpoint, length)?);
+        BenchCommand::EvalOne { config, checkpoint, length, backend } => {
+            println!("{}", eval_one(&config, &checkpoint, length, &backend)?);
             Ok(())
         }
-        BenchCommand::Eval { config, checkpoint, lengths, json } => {
+        BenchCommand::Eval { config, checkpoint, lengths, json, backend } => {
             let lengths = infini_train::generate::parse_lengths(&lengths).map_err(|e| anyhow!("--lengths: {e}"))?;
             let exe = std::env::current_exe()?;
             let mut results = Vec::new();
             for length in lengths {
                 // A fresh process per length, so each peak RSS is its own.
                 let mut cmd = std::process::Command::new(&exe);
-                cmd.args(["bench", "eval-one", "--length", &length.to_string()]);
+                cmd.args(["bench", "eval-one", "--length", &length.to_string(), "--backend", &backend]);
                 if let Some(c) = &config {
                     cmd.arg("--config").arg(c);
                 }
@@ -170,7 +175,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 );
                 results.push(line);
             }
-            let text = serde_json::to_string_pretty(&json!({ "eval": results, "backend": "flex",
+            let text = serde_json::to_string_pretty(&json!({ "eval": results, "backend": backend,
                 "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) }))?;
             println!("{text}");
             if let Some(path) = json {

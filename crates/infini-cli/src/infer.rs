@@ -100,6 +100,9 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Compute backend: flex, wgpu or cuda.
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
 }
 
 fn encoder(tok: &Tokenizer) -> impl Fn(&str) -> Vec<u32> + '_ {
@@ -208,7 +211,7 @@ pub fn passkey_data_cmd(args: PasskeyDataArgs) -> Result<()> {
 }
 
 pub fn inspect_cmd(args: InspectArgs) -> Result<()> {
-    let device = burn::tensor::Device::flex();
+    let device = backend::device(&args.backend).map_err(|e| anyhow!(e))?;
     let (model, config, state, ckpt) = load_for_inference(&args.checkpoint, &device).map_err(|e| anyhow!(e))?;
     let document = match &args.data {
         Some(dir) => {
