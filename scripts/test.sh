@@ -4,7 +4,9 @@
 #   2. the backend-generic tests on wgpu, on Mesa's lavapipe CPU Vulkan driver when there is
 #      no GPU (installed with apt-get when missing and possible; the first wgpu build takes
 #      about 12 minutes on 2 cores).
-#   scripts/test.sh --flex-only    skips step 2.
+#   3. a type-check of the CUDA backend (`cargo check --features cuda`) with the offline LLVM
+#      stand-in of scripts/setup-cuda-offline.sh (no GPU is needed to compile).
+#   scripts/test.sh --flex-only    skips steps 2 and 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +31,11 @@ if vulkan_ready; then
   INFINI_REQUIRE_BACKENDS=wgpu cargo test --release -p infini-train --features wgpu --test backends
 else
   echo "skipping the wgpu tests: no Vulkan driver (install libvulkan1 and mesa-vulkan-drivers)"
+fi
+
+if [ -x /usr/lib/llvm-22/bin/llvm-config ] || { command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; }; then
+  scripts/setup-cuda-offline.sh >/dev/null
+  XDG_DATA_HOME=$PWD/.cuda-llvm cargo check --release -p infini-cli --features cuda
+else
+  echo "skipping the CUDA type-check: needs LLVM 22 (run scripts/setup-cuda-offline.sh as root)"
 fi
