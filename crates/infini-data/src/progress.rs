@@ -18,6 +18,8 @@ pub struct Progress {
     start: Instant,
     last_line: Instant,
     bar: Option<ProgressBar>,
+    /// Off a terminal, print a line every this many units instead of every 10 seconds.
+    plain_every: Option<u64>,
 }
 
 impl Progress {
@@ -41,7 +43,13 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Self { label, unit, total, position: 0, message: String::new(), start: now, last_line: now, bar }
+        Self { label, unit, total, position: 0, message: String::new(), start: now, last_line: now, bar, plain_every: None }
+    }
+
+    /// Off a terminal, print a line every `n` units (instead of every 10 seconds).
+    pub fn with_plain_every(mut self, n: u64) -> Self {
+        self.plain_every = (n > 0).then_some(n);
+        self
     }
 
     /// Advances by `n` units.
@@ -51,10 +59,14 @@ impl Progress {
 
     /// Sets the absolute position.
     pub fn set_position(&mut self, position: u64) {
-        self.position = position;
+        let previous = std::mem::replace(&mut self.position, position);
+        let due = match self.plain_every {
+            Some(n) => position / n > previous / n,
+            None => self.last_line.elapsed() >= PLAIN_EVERY,
+        };
         match &self.bar {
             Some(bar) => bar.set_position(position),
-            None if self.last_line.elapsed() >= PLAIN_EVERY => {
+            None if due => {
                 self.last_line = Instant::now();
                 eprintln!("{}", self.line());
             }

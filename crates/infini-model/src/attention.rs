@@ -4,12 +4,12 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::config::{MemoryUpdate, ModelConfig};
 use crate::memory::{LayerMemory, XlCache, sigma};
+use crate::precision::{Compute, linear, scaled_attention};
 use crate::rope::Rope;
 
 /// One layer's Infini-attention.
@@ -29,9 +29,12 @@ pub struct InfiniAttention {
     head_dim: usize,
     #[module(skip)]
     update: MemoryUpdate,
+    /// Type of the matrix products (`None` = f32); see [`crate::precision`].
+    #[module(skip)]
+    pub compute: Compute,
 }
 
-fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
+fn new_linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
     LinearConfig::new(d_in, d_out)
         .with_bias(false)
         .with_initializer(Initializer::Normal { mean: 0.0, std })
@@ -47,14 +50,15 @@ impl InfiniAttention {
             Initializer::Constant { value: config.gate_init }.init([h], device)
         });
         Self {
-            wq: linear(d, h * dk, std, device),
-            wk: linear(d, h * dk, std, device),
-            wv: linear(d, h * dk, std, device),
-            wo: linear(h * dk, d, out_std, device),
+            wq: new_linear(d, h * dk, std, device),
+            wk: new_linear(d, h * dk, std, device),
+            wv: new_linear(d, h * dk, std, device),
+            wo: new_linear(h * dk, d, out_std, device),
             beta,
             n_heads: h,
             head_dim: dk,
             update: config.memory,
+            compute: None,
         }
     }
 
@@ -96,9 +100,10 @@ impl InfiniAttention {
         cache: Option<KvCache>,
         complete: bool,
     ) -> (Tensor<3>, Option<LayerMemory>, Option<KvCache>) {
-        let q = self.split_heads(self.wq.forward(x.clone()));
-        let k = self.split_heads(self.wk.forward(x.clone()));
-        let v = self.split_heads(self.wv.forward(x));
+        let c = self.compute;
+        let q = self.split_heads(linear(&self.wq, x.clone(), c));
+        let k = self.split_heads(linear(&self.wk, x.clone(), c));
+        let v = self.split_heads(linear(&self.wv, x, c));
         let [b, h, t, _] = q.dims();
         let start = cache.as_ref().map_or(0, |c| c.v.dims()[2]);
         // Transformer-XL: the previous segment's keys sit at positions 0..P before this one.
@@ -119,7 +124,7 @@ impl InfiniAttention {
         let local = match previous {
             None if start == 0 => {
                 let causal = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-                attention(q_rope, k_rope, v.clone(), None, None, causal)
+                scaled_attention(q_rope, k_rope, v.clone(), None, causal, c)
             }
             _ => {
                 let (keys, values) = match previous {
@@ -131,7 +136,7 @@ impl InfiniAttention {
                 };
                 let mask = attention_mask([b, h, t], offset, start, previous.map(|x| x.valid.as_slice()), &q_rope.device());
                 let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-                attention(q_rope, keys, values, Some(mask), None, options)
+                scaled_attention(q_rope, keys, values, Some(mask), options, c)
             }
         };
 
@@ -167,7 +172,7 @@ impl InfiniAttention {
                 memory.is_some()
             ),
         };
-        (self.wo.forward(self.merge_heads(mixed)), memory, cache)
+        (linear(&self.wo, self.merge_heads(mixed), c), memory, cache)
     }
 }
 

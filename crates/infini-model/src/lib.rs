@@ -9,6 +9,7 @@ pub mod attention;
 pub mod config;
 pub mod memory;
 pub mod model;
+pub mod precision;
 pub mod rope;
 pub mod toml_file;
 

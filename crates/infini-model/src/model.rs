@@ -8,6 +8,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::attention::{InfiniAttention, KvCache};
 use crate::config::{MemoryUpdate, ModelConfig};
 use crate::memory::{LayerMemory, MemoryState};
+use crate::precision::{Compute, linear, matmul_transposed};
 use crate::rope::Rope;
 
 /// SwiGLU feed-forward: `w2(silu(w1 x) ⊙ w3 x)`.
@@ -19,6 +20,9 @@ pub struct FeedForward {
     pub w2: Linear,
     /// Up projection `d_model → ffn_hidden`.
     pub w3: Linear,
+    /// Type of the matrix products (`None` = f32).
+    #[module(skip)]
+    pub compute: Compute,
 }
 
 impl FeedForward {
@@ -30,12 +34,13 @@ impl FeedForward {
                 .with_initializer(Initializer::Normal { mean: 0.0, std })
                 .init(device)
         };
-        Self { w1: init(d, f, config.init_std), w2: init(f, d, out_std), w3: init(d, f, config.init_std) }
+        Self { w1: init(d, f, config.init_std), w2: init(f, d, out_std), w3: init(d, f, config.init_std), compute: None }
     }
 
     /// Applies the FFN to `[B, N, d_model]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.w2.forward(silu(self.w1.forward(x.clone())) * self.w3.forward(x))
+        let c = self.compute;
+        linear(&self.w2, silu(linear(&self.w1, x.clone(), c)) * linear(&self.w3, x, c), c)
     }
 }
 
@@ -124,6 +129,8 @@ pub struct InfiniLm {
     segment_len: usize,
     #[module(skip)]
     memory: MemoryUpdate,
+    #[module(skip)]
+    compute: Compute,
 }
 
 impl ModelConfig {
@@ -148,11 +155,28 @@ impl ModelConfig {
             rope: Rope::new(self.segment_len * if self.memory == MemoryUpdate::Xl { 2 } else { 1 }, self.head_dim(), self.rope_theta, device),
             segment_len: self.segment_len,
             memory: self.memory,
+            compute: None,
         }
     }
 }
 
 impl InfiniLm {
+    /// Runs the matrix products in `compute` (e.g. `Some(DType::BF16)`) from now on; weights,
+    /// residual stream, norms, softmax statistics and the memory stay f32. `None` = all f32.
+    pub fn with_compute(mut self, compute: Compute) -> Self {
+        self.compute = compute;
+        for block in &mut self.blocks {
+            block.attn.compute = compute;
+            block.ffn.compute = compute;
+        }
+        self
+    }
+
+    /// The type of the matrix products (`None` = f32).
+    pub fn compute(&self) -> Compute {
+        self.compute
+    }
+
     /// Tokens per segment this model was built for (the longest input of one forward call).
     pub fn segment_len(&self) -> usize {
         self.segment_len
@@ -231,12 +255,12 @@ impl InfiniLm {
     /// Projects final hidden states `[B, N, d_model]` to logits `[B, N, vocab]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => linear(head, hidden, self.compute),
             None => {
                 let [b, n, d] = hidden.dims();
                 let w = self.embedding.weight.val();
                 let vocab = w.dims()[0];
-                hidden.reshape([b * n, d]).matmul(w.transpose()).reshape([b, n, vocab])
+                matmul_transposed(hidden.reshape([b * n, d]), w, self.compute).reshape([b, n, vocab])
             }
         }
     }

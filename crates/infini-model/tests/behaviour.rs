@@ -254,3 +254,38 @@ fn streaming_with_a_kv_cache_equals_segment_by_segment_recomputation() {
         }
     }
 }
+
+#[test]
+fn bf16_compute_keeps_the_memory_f32_and_stays_close_to_f32() {
+    use burn::tensor::DType;
+    let device = Device::flex().autodiff();
+    for rule in [MemoryUpdate::Linear, MemoryUpdate::Delta, MemoryUpdate::Xl] {
+        let config = test_config(rule);
+        let model = config.init(&device);
+        let low = model.clone().with_compute(Some(DType::BF16));
+        let mut rng = rng(11);
+        let segs: Vec<_> = (0..3).map(|_| tokens(&mut rng, 2, config.segment_len, config.vocab_size, &device)).collect();
+        let (mut m32, mut m16) = (MemoryState::empty(&config, 2, &device), MemoryState::empty(&config, 2, &device));
+        let mut loss = None;
+        for seg in &segs {
+            let (a, next32) = model.forward(seg.clone(), m32, &[]);
+            let (b, next16) = low.forward(seg.clone(), m16, &[]);
+            (m32, m16) = (next32, next16);
+            assert_eq!(b.dtype(), DType::F32, "logits come back as f32");
+            let e = rel_err(&to_vec(b.clone()), &to_vec(a));
+            assert!(e < 0.05 && e > 0.0, "{rule:?}: bf16 logits differ from f32 by {e}");
+            for layer in &m16.layers {
+                match layer {
+                    LayerMemory::Compressive(m) => assert_eq!((m.m.dtype(), m.z.dtype()), (DType::F32, DType::F32)),
+                    LayerMemory::Xl(x) => assert_eq!(x.k.dtype(), DType::F32),
+                }
+            }
+            let l = b.powi_scalar(2).mean();
+            loss = Some(loss.map_or(l.clone(), |p: Tensor<1>| p + l));
+        }
+        let grads = loss.unwrap().backward();
+        let g = low.blocks[0].attn.wk.weight.val().grad(&grads).expect("wk gradient");
+        assert_eq!(g.dtype(), DType::F32);
+        assert!(to_vec(g).iter().all(|x| x.is_finite()));
+    }
+}

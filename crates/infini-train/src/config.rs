@@ -55,6 +55,27 @@ pub enum OptimizerKind {
     Adafactor,
 }
 
+/// Number format of the matrix products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 everywhere.
+    F32,
+    /// bf16 matrix products (projections, FFN, attention, head); weights, optimizer state,
+    /// norms, softmax statistics and the memory stay f32.
+    Bf16,
+}
+
+impl Precision {
+    /// The compute type for [`infini_model::InfiniLm::with_compute`].
+    pub fn compute(self) -> infini_model::precision::Compute {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(burn::tensor::DType::BF16),
+        }
+    }
+}
+
 /// `[train]`: optimisation and truncated backprop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -89,8 +110,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Consecutive non-finite steps tolerated (each is skipped) before the run stops.
     pub max_bad_steps: u64,
-    /// Print a progress line every this many steps when not on a terminal.
+    /// Off a terminal (CI, logs), print a progress line every this many steps (0 = every 10 s).
     pub log_every: u64,
+    /// `f32`, or `bf16` matrix products (mixed precision; the memory stays f32).
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -112,6 +135,7 @@ impl Default for TrainConfig {
             seed: 0,
             max_bad_steps: 10,
             log_every: 10,
+            precision: Precision::F32,
         }
     }
 }

@@ -225,6 +225,13 @@ impl Trainer {
             }
         }
         let stream = SegmentStream::resume(train, n, state.cursor.clone()).map_err(|e| e.to_string())?;
+        let compute = config.train.precision.compute();
+        if let Some(dtype) = compute
+            && !device.supports_dtype(dtype)
+        {
+            return Err(format!("train.precision = \"{dtype:?}\" is not supported by this backend; use \"f32\""));
+        }
+        let model = model.with_compute(compute);
 
         fs::create_dir_all(&run_dir).map_err(|e| format!("cannot create run folder {}: {e}", run_dir.display()))?;
         infini_data::fsutil::atomic_write(&run_dir.join("config.toml"), config.to_toml().as_bytes()).map_err(|e| e.to_string())?;
@@ -353,7 +360,7 @@ pub fn train(config: RunConfig, start: Start, options: RunOptions) -> Result<Sum
         t.config.model.segment_len,
         t.config.window_segments()
     );
-    let mut progress = Progress::new("training", "steps", Some(total));
+    let mut progress = Progress::new("training", "steps", Some(total)).with_plain_every(t.config.train.log_every);
     progress.set_position(first);
     let mut summary =
         Summary { step: first, losses: Vec::new(), validation: None, checkpoint: None, interrupted: false, tokens_per_s: 0.0 };

@@ -153,3 +153,23 @@ fn a_few_training_steps_on_every_backend() {
         assert!(summary.losses[11] < summary.losses[0], "{name}: loss did not fall: {:?}", summary.losses);
     }
 }
+
+#[test]
+fn bf16_training_on_every_backend_that_has_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::prepared(dir.path());
+    for (name, device) in backends() {
+        if !device.supports_dtype(burn::tensor::DType::BF16) {
+            eprintln!("skipping bf16 on {name}: the device has no bf16");
+            continue;
+        }
+        let run = dir.path().join(format!("bf16-{name}"));
+        let mut cfg = common::config(&data, &run, 12);
+        cfg.eval.every = 0;
+        cfg.train.precision = infini_train::config::Precision::Bf16;
+        let options = RunOptions { run_dir: run.clone(), device, max_steps_this_run: None, poison_steps: None };
+        let summary = train(cfg, Start::Fresh, options).unwrap();
+        assert!(summary.losses.iter().all(|l| l.is_finite()), "{name}: {:?}", summary.losses);
+        assert!(summary.losses[11] < summary.losses[0], "{name}: bf16 loss did not fall: {:?}", summary.losses);
+    }
+}

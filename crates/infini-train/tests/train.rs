@@ -230,3 +230,20 @@ fn adafactor_trains_too() {
     let (start, end) = (summary.losses[0], summary.losses[summary.losses.len() - 1]);
     assert!(end < 0.6 * start, "Adafactor: loss fell only from {start} to {end}");
 }
+
+#[test]
+fn bf16_mixed_precision_trains() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path());
+    let run = dir.path().join("run");
+    let mut cfg = config(&data, &run, 40);
+    cfg.train.precision = infini_train::config::Precision::Bf16;
+    cfg.eval.every = 0;
+    let summary = train(cfg, Start::Fresh, options(&run, None)).unwrap();
+    let (start, end) = (summary.losses[0], summary.losses[summary.losses.len() - 1]);
+    assert!(end < 0.6 * start, "bf16: loss fell only from {start} to {end}");
+    // Weights stay f32 in the checkpoint.
+    let (_, state) = infini_train::checkpoint::read_meta(&summary.checkpoint.unwrap()).unwrap();
+    assert_eq!(state.step, 40);
+}
