@@ -28,6 +28,10 @@ pub struct TrainArgs {
     /// Compute backend: flex (CPU), wgpu or cuda (the last two need the matching cargo feature).
     #[arg(long, default_value = "flex")]
     pub backend: String,
+    /// Data parallelism over this many devices of the backend (cuda: GPUs 0..N); each takes an
+    /// equal share of data.batch_size streams.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
     /// Stop after this many steps of this invocation (the schedule still spans train.steps).
     #[arg(long, hide = true)]
     pub max_steps: Option<u64>,
@@ -37,7 +41,8 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let device = backend::device(&args.backend).map_err(|e| anyhow!(e))?;
+    let mut devices = backend::devices(&args.backend, args.devices).map_err(|e| anyhow!(e))?;
+    let device = devices.remove(0);
     let (config, start, run_dir) = if let Some(run_dir) = args.resume {
         let path = run_dir.join("config.toml");
         if !path.exists() {
@@ -61,7 +66,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         None => None,
     };
-    let options = RunOptions { run_dir, device, max_steps_this_run: args.max_steps, poison_steps };
+    let options = RunOptions { run_dir, device, replicas: devices, max_steps_this_run: args.max_steps, poison_steps };
     let summary = train(config, start, options).map_err(|e| anyhow!(e))?;
     if let Some(v) = summary.validation {
         println!("validation perplexity {:.2} (loss {:.4}) at step {}", v.perplexity, v.loss, summary.step);

@@ -60,6 +60,21 @@ pub struct SegmentBatch {
 }
 
 impl SegmentBatch {
+    /// The sub-batch of streams `range` (for splitting a batch across devices).
+    pub fn streams(&self, range: std::ops::Range<usize>) -> SegmentBatch {
+        let n = self.segment_len;
+        let rows = range.start * n..range.end * n;
+        SegmentBatch {
+            batch: range.len(),
+            segment_len: n,
+            inputs: self.inputs[rows.clone()].to_vec(),
+            targets: self.targets[rows.clone()].to_vec(),
+            mask: self.mask[rows].to_vec(),
+            reset: self.reset[range.clone()].to_vec(),
+            docs: self.docs[range].to_vec(),
+        }
+    }
+
     /// Number of real (unpadded) targets.
     pub fn num_targets(&self) -> usize {
         self.mask.iter().filter(|&&m| m > 0.0).count()

@@ -26,6 +26,23 @@ pub fn device(name: &str) -> Result<Device, String> {
     }
 }
 
+/// `count` devices of backend `name` for data parallelism, the first being the main one. Flex has
+/// one CPU device, which it repeats (a correctness check with no speed-up; Flex already uses every
+/// core); `cuda` takes GPUs 0..count and `wgpu` discrete GPUs 0..count.
+pub fn devices(name: &str, count: usize) -> Result<Vec<Device>, String> {
+    if count <= 1 {
+        return Ok(vec![device(name)?]);
+    }
+    (0..count)
+        .map(|i| match name {
+            "flex" | "cpu" => Ok(Device::flex()),
+            "cuda" => probe(cuda_index(i)?, "cuda", "no usable CUDA device at this index: check `nvidia-smi`"),
+            "wgpu" => probe(wgpu_discrete(i)?, "wgpu", "fewer discrete GPUs than --devices"),
+            other => device(other),
+        })
+        .collect()
+}
+
 /// Runs a tiny computation on `device`, turning a panic (Burn's way to report a missing
 /// driver) into an error.
 fn probe(device: Device, name: &str, hint: &str) -> Result<Device, String> {
@@ -48,6 +65,16 @@ fn wgpu() -> Result<Device, String> {
     Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
 }
 
+#[cfg(feature = "wgpu")]
+fn wgpu_discrete(i: usize) -> Result<Device, String> {
+    Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_discrete(_: usize) -> Result<Device, String> {
+    wgpu()
+}
+
 #[cfg(not(feature = "wgpu"))]
 fn wgpu() -> Result<Device, String> {
     Err("this infini was built without the wgpu backend: rebuild with `cargo build --release --features wgpu`".into())
@@ -55,7 +82,17 @@ fn wgpu() -> Result<Device, String> {
 
 #[cfg(feature = "cuda")]
 fn cuda() -> Result<Device, String> {
-    Ok(Device::cuda(0))
+    cuda_index(0)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_index(i: usize) -> Result<Device, String> {
+    Ok(Device::cuda(i))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_index(_: usize) -> Result<Device, String> {
+    cuda()
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -116,6 +116,25 @@ macro_rules! by_rank {
     };
 }
 
+fn merge<const D: usize>(from: &mut burn::optim::MultiGradientsParams, into: &mut GradientsParams, id: ParamId, device: &Device) {
+    if let Some((g, _)) = from.remove::<D>(id) {
+        into.register(id, g.to_device(device));
+    }
+}
+
+/// Sums the gradients computed on several devices (Burn's [`burn::optim::MultiGradientsParams`])
+/// into one set on `device`, for clipping and the optimizer step.
+pub fn sum_device_grads<M: Module>(model: &M, grads: Vec<(GradientsParams, Device)>, device: &Device) -> GradientsParams {
+    let mut multi = burn::optim::MultiGradientsParams { grads };
+    let mut ids = ParamIds(Vec::new());
+    model.visit(&mut ids);
+    let mut out = GradientsParams::new();
+    for &(id, rank) in &ids.0 {
+        by_rank!(rank, merge(&mut multi, &mut out, id, device));
+    }
+    out
+}
+
 /// The global L2 norm of all gradients; if `max_norm > 0` and the norm exceeds it, every
 /// gradient is scaled by `max_norm / norm`. Returns the norm before clipping (NaN/inf when a
 /// gradient is not finite, in which case nothing is scaled).

@@ -26,7 +26,7 @@ use crate::checkpoint::{self, Snapshot, TrainState};
 use crate::config::RunConfig;
 use crate::eval::{EvalOptions, EvalResult, evaluate};
 use crate::loss::segment_nll;
-use crate::optim::{build, clip_global_norm, learning_rate};
+use crate::optim::{build, clip_global_norm, learning_rate, sum_device_grads};
 
 /// Set by Ctrl-C: the loop saves a checkpoint and stops after the current step.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -64,6 +64,8 @@ pub struct RunOptions {
     pub run_dir: PathBuf,
     /// Compute device (without autodiff; the trainer adds it).
     pub device: Device,
+    /// More devices for data parallelism (each takes an equal share of the streams); empty for one.
+    pub replicas: Vec<Device>,
     /// Stop after this many steps of this process even if the config asks for more (tests).
     pub max_steps_this_run: Option<u64>,
     /// Test hook: make the loss of the steps in this range non-finite.
@@ -82,6 +84,7 @@ struct Trainer {
     carried: Option<MemoryState>,
     metrics: fs::File,
     last_checkpoint: Option<PathBuf>,
+    replicas: Vec<Device>,
 }
 
 fn prepared_data(config: &RunConfig) -> Result<(PreparedData, Arc<SplitData>, Option<Arc<SplitData>>), String> {
@@ -167,7 +170,9 @@ impl Trainer {
         }
 
         device.seed(config.train.seed);
-        let mut model = config.model.init(&device);
+        // Parameters are initialised lazily; materialise them now, in one order, so that the seed
+        // alone decides them (data-parallel replicas would otherwise draw them concurrently).
+        let mut model = config.model.init(&device).materialize();
         let mut optimizer = build(&config.train);
         let mut state = TrainState {
             step: 0,
@@ -242,7 +247,20 @@ impl Trainer {
             .append(true)
             .open(&metrics_path)
             .map_err(|e| format!("cannot open {}: {e}", metrics_path.display()))?;
-        Ok(Self { config, run_dir, device, model, optimizer, stream, validation, state, carried, metrics, last_checkpoint: None })
+        let replicas: Vec<Device> = options.replicas.iter().map(|d| d.clone().autodiff()).collect();
+        if !replicas.is_empty() {
+            let devices = replicas.len() + 1;
+            if config.data.batch_size % devices != 0 {
+                return Err(format!(
+                    "data.batch_size ({}) must be a multiple of the number of devices ({devices}) for data parallelism",
+                    config.data.batch_size
+                ));
+            }
+            if config.data.streaming {
+                return Err("data.streaming = true is not supported with several devices yet; use one device".into());
+            }
+        }
+        Ok(Self { config, run_dir, device, model, optimizer, stream, validation, state, carried, metrics, last_checkpoint: None, replicas })
     }
 
     fn log(&mut self, record: serde_json::Value) -> Result<(), String> {
@@ -260,23 +278,27 @@ impl Trainer {
         // Dropout draws from the device RNG: seeding it per step keeps resumed runs identical.
         self.device.seed(self.config.train.seed.wrapping_add(self.state.step.wrapping_mul(0x9e37_79b9)));
 
-        let mut accumulator = GradientsAccumulator::<InfiniLm>::new();
-        let mut loss_total = 0.0;
-        let mut memory_norm = None;
-        for example in &examples {
-            let b = example[0].batch;
-            let memory = match (self.config.data.streaming, self.carried.take()) {
-                (true, Some(m)) => m,
-                _ => MemoryState::empty(&self.config.model, b, &self.device),
-            };
-            let (loss, memory) = backprop_example(&self.model, example, memory, window, scale, &self.device, &mut accumulator);
-            loss_total += loss;
-            memory_norm = mean_memory_norm(&memory);
-            if self.config.data.streaming {
-                self.carried = Some(memory);
+        let (loss_total, memory_norm, mut grads) = if self.replicas.is_empty() {
+            let mut accumulator = GradientsAccumulator::<InfiniLm>::new();
+            let mut loss_total = 0.0;
+            let mut memory_norm = None;
+            for example in &examples {
+                let b = example[0].batch;
+                let memory = match (self.config.data.streaming, self.carried.take()) {
+                    (true, Some(m)) => m,
+                    _ => MemoryState::empty(&self.config.model, b, &self.device),
+                };
+                let (loss, memory) = backprop_example(&self.model, example, memory, window, scale, &self.device, &mut accumulator);
+                loss_total += loss;
+                memory_norm = mean_memory_norm(&memory);
+                if self.config.data.streaming {
+                    self.carried = Some(memory);
+                }
             }
-        }
-        let mut grads = accumulator.grads();
+            (loss_total, memory_norm, accumulator.grads())
+        } else {
+            self.data_parallel(&examples, window, scale)
+        };
         let norm = clip_global_norm(&self.model, &mut grads, self.config.train.grad_clip);
         let ok = loss_total.is_finite() && norm.is_finite();
         if ok {
@@ -287,6 +309,51 @@ impl Trainer {
             self.carried = None;
         }
         (loss_total, norm, targets as u64, memory_norm, ok)
+    }
+
+    /// Data parallelism: each device (the main one and the replicas) takes an equal share of the
+    /// streams of every example and runs forward and backward on its copy of the model, and the
+    /// gradients are summed onto the main device with Burn's `MultiGradientsParams`. The scale is
+    /// the whole step's, so the sum is the same per-token mean gradient as on one device.
+    /// Distinct devices work in parallel threads; shares on one device run one after the other
+    /// (two threads on one Flex autodiff device gave wrong results with Burn 0.22.1).
+    fn data_parallel(&self, examples: &[Vec<SegmentBatch>], window: usize, scale: f64) -> (f64, Option<f64>, GradientsParams) {
+        let devices: Vec<Device> = std::iter::once(self.device.clone()).chain(self.replicas.iter().cloned()).collect();
+        let per = self.config.data.batch_size / devices.len();
+        let config = &self.config.model;
+        let work = |i: usize, device: &Device, model: InfiniLm| {
+            let mut accumulator = GradientsAccumulator::<InfiniLm>::new();
+            let (mut loss, mut norm) = (0.0, None);
+            for example in examples {
+                let share: Vec<SegmentBatch> = example.iter().map(|seg| seg.streams(i * per..(i + 1) * per)).collect();
+                let memory = MemoryState::empty(config, per, device);
+                let (l, memory) = backprop_example(&model, &share, memory, window, scale, device, &mut accumulator);
+                loss += l;
+                norm = mean_memory_norm(&memory);
+            }
+            (loss, norm, accumulator.grads(), device.clone())
+        };
+        let replica = |i: usize, device: &Device| if i == 0 { self.model.clone() } else { self.model.clone().fork(device) };
+        let distinct = devices.iter().enumerate().all(|(i, a)| devices[..i].iter().all(|b| a != b));
+        let results: Vec<(f64, Option<f64>, GradientsParams, Device)> = if distinct {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = devices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, device)| {
+                        let model = replica(i, device);
+                        scope.spawn(move || work(i, device, model))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("a data-parallel worker panicked")).collect()
+            })
+        } else {
+            devices.iter().enumerate().map(|(i, device)| work(i, device, replica(i, device))).collect()
+        };
+        let loss = results.iter().map(|r| r.0).sum();
+        let memory_norm = results[0].1;
+        let grads = results.into_iter().map(|(_, _, g, d)| (g, d)).collect();
+        (loss, memory_norm, sum_device_grads(&self.model, grads, &self.device))
     }
 
     /// Mean sigmoid(β) per layer.

@@ -147,7 +147,7 @@ fn a_few_training_steps_on_every_backend() {
         let run = dir.path().join(format!("run-{name}"));
         let mut cfg = common::config(&data, &run, 12);
         cfg.eval.every = 0;
-        let options = RunOptions { run_dir: run.clone(), device, max_steps_this_run: None, poison_steps: None };
+        let options = RunOptions { run_dir: run.clone(), device, replicas: Vec::new(), max_steps_this_run: None, poison_steps: None };
         let summary = train(cfg, Start::Fresh, options).unwrap();
         assert!(summary.losses.iter().all(|l| l.is_finite()), "{name}: {:?}", summary.losses);
         assert!(summary.losses[11] < summary.losses[0], "{name}: loss did not fall: {:?}", summary.losses);
@@ -167,7 +167,7 @@ fn bf16_training_on_every_backend_that_has_bf16() {
         let mut cfg = common::config(&data, &run, 12);
         cfg.eval.every = 0;
         cfg.train.precision = infini_train::config::Precision::Bf16;
-        let options = RunOptions { run_dir: run.clone(), device, max_steps_this_run: None, poison_steps: None };
+        let options = RunOptions { run_dir: run.clone(), device, replicas: Vec::new(), max_steps_this_run: None, poison_steps: None };
         let summary = train(cfg, Start::Fresh, options).unwrap();
         assert!(summary.losses.iter().all(|l| l.is_finite()), "{name}: {:?}", summary.losses);
         assert!(summary.losses[11] < summary.losses[0], "{name}: bf16 loss did not fall: {:?}", summary.losses);

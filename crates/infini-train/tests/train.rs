@@ -23,7 +23,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn options(run: &Path, max_steps: Option<u64>) -> RunOptions {
-    RunOptions { run_dir: run.to_path_buf(), device: Device::flex(), max_steps_this_run: max_steps, poison_steps: None }
+    RunOptions { run_dir: run.to_path_buf(), device: Device::flex(), replicas: Vec::new(), max_steps_this_run: max_steps, poison_steps: None }
 }
 
 #[test]
@@ -246,4 +246,33 @@ fn bf16_mixed_precision_trains() {
     // Weights stay f32 in the checkpoint.
     let (_, state) = infini_train::checkpoint::read_meta(&summary.checkpoint.unwrap()).unwrap();
     assert_eq!(state.step, 40);
+}
+
+#[test]
+fn data_parallel_over_two_devices_matches_one_device() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path());
+    let run_one = dir.path().join("one");
+    let run_two = dir.path().join("two");
+    let cfg = |run: &Path| {
+        let mut c = config(&data, run, 8);
+        c.eval.every = 0;
+        c
+    };
+    let one = train(cfg(&run_one), Start::Fresh, options(&run_one, None)).unwrap();
+    let mut two_options = options(&run_two, None);
+    two_options.replicas = vec![Device::flex()];
+    let two = train(cfg(&run_two), Start::Fresh, two_options).unwrap();
+    for (step, (a, b)) in one.losses.iter().zip(&two.losses).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "step {step}: one device {a}, two devices {b}");
+    }
+    assert!(one.losses[7] < one.losses[0]);
+
+    let mut odd = cfg(&dir.path().join("odd"));
+    odd.data.batch_size = 3;
+    let mut odd_options = options(&dir.path().join("odd"), None);
+    odd_options.replicas = vec![Device::flex()];
+    let e = train(odd, Start::Fresh, odd_options).unwrap_err();
+    assert!(e.contains("multiple of the number of devices"), "{e}");
 }
