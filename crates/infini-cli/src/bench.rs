@@ -45,6 +45,48 @@ pub enum BenchCommand {
         #[arg(long, default_value = "flex")]
         backend: String,
     },
+    /// Training tokens/s, step time, peak RSS and model GFLOP/s of a run config's model, example
+    /// shape, TBPTT window and optimizer, on synthetic tokens (no data needed).
+    Train {
+        /// Run config (configs/bench.toml is the side-by-side benchmark's).
+        #[arg(long)]
+        config: PathBuf,
+        /// Override config values, e.g. --set model.memory=delta (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Timed steps.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Untimed steps first (kernel compilation, allocator warm-up).
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Also write the results to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Compute backend: flex, wgpu or cuda.
+        #[arg(long, default_value = "flex")]
+        backend: String,
+    },
+    /// f32 matrix-product GFLOP/s of the backend, in isolation: square sizes and the shapes of
+    /// a training step's output head (tokens × d_model × vocab).
+    Matmul {
+        /// Square sizes.
+        #[arg(long, default_value = "512,1024,2048")]
+        sizes: String,
+        /// Also the three products of the output head for this many tokens, d_model and vocab
+        /// ("2048x256x32000": forward, weight gradient, input gradient).
+        #[arg(long, default_value = "2048x256x32000")]
+        head: String,
+        /// Timed repeats (the best is reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Also write the results to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Compute backend: flex, wgpu or cuda.
+        #[arg(long, default_value = "flex")]
+        backend: String,
+    },
     /// Tokens/s of `data prepare` (into a temporary folder) and of the segment loader.
     Data {
         #[command(flatten)]
@@ -73,6 +115,16 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Prints a result and writes it to `path` (atomically) when given.
+fn write_json(result: &serde_json::Value, path: Option<PathBuf>) -> Result<()> {
+    let text = serde_json::to_string_pretty(result)?;
+    println!("{text}");
+    if let Some(path) = path {
+        infini_data::fsutil::atomic_write(&path, format!("{text}\n").as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The model to benchmark: a checkpoint's, or a freshly initialised one from a config.
@@ -175,13 +227,88 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 );
                 results.push(line);
             }
-            let text = serde_json::to_string_pretty(&json!({ "eval": results, "backend": backend,
-                "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) }))?;
-            println!("{text}");
-            if let Some(path) = json {
-                std::fs::write(&path, text)?;
+            write_json(&json!({ "eval": results, "backend": backend,
+                "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) }), json)
+        }
+        BenchCommand::Train { config, overrides, steps, warmup, json, backend } => {
+            if steps == 0 {
+                return Err(anyhow!("--steps must be at least 1"));
             }
-            Ok(())
+            let run = infini_train::RunConfig::load(&config, &overrides).map_err(|e| anyhow!(e))?;
+            let device = infini_train::backend::device(&backend).map_err(|e| anyhow!(e))?;
+            let bench = infini_train::bench::train_steps(&run, steps, warmup, &device).map_err(|e| anyhow!(e))?;
+            let mut times = bench.step_seconds.clone();
+            times.sort_by(f64::total_cmp);
+            let median = |v: &[f64]| if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+            let tokens = bench.tokens_per_step as f64;
+            let step_median = median(&times);
+            let flop = infini_train::bench::flops_per_token(&run.model);
+            let result = json!({
+                "config": config, "memory": run.model.memory, "backend": backend,
+                "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                "parameters": run.model.num_params(), "tokens_per_step": bench.tokens_per_step,
+                "steps": steps, "warmup": warmup,
+                "step_s": {"min": times[0], "median": step_median, "max": times[times.len() - 1], "all": bench.step_seconds},
+                "tokens_per_s": {"min": tokens / times[times.len() - 1], "median": tokens / step_median, "max": tokens / times[0]},
+                "peak_rss_mib": peak_rss_mib(),
+                "flop_per_token": flop, "flop_formula": infini_train::bench::FLOP_FORMULA,
+                "gflop_per_s": flop * tokens / step_median / 1e9,
+                "losses": bench.losses,
+            });
+            eprintln!(
+                "{} tokens/step: median {:.3} s/step, {:.0} tokens/s ({:.0}–{:.0}), {:.1} GFLOP/s, peak RSS {:.0} MiB",
+                bench.tokens_per_step,
+                step_median,
+                tokens / step_median,
+                tokens / times[times.len() - 1],
+                tokens / times[0],
+                flop * tokens / step_median / 1e9,
+                peak_rss_mib().unwrap_or(0.0)
+            );
+            write_json(&result, json)
+        }
+        BenchCommand::Matmul { sizes, head, repeats, json, backend } => {
+            let device = infini_train::backend::device(&backend).map_err(|e| anyhow!(e))?;
+            let parse = |s: &str, what: &str| -> Result<Vec<usize>> {
+                s.split([',', 'x']).map(|v| v.trim().parse::<usize>().map_err(|_| anyhow!("{what}: {v:?} is not a size"))).collect()
+            };
+            let mut shapes: Vec<(String, [usize; 3], bool, bool)> =
+                parse(&sizes, "--sizes")?.into_iter().map(|n| (format!("{n}³"), [n, n, n], false, false)).collect();
+            if let [t, d, v] = parse(&head, "--head")?[..] {
+                shapes.push(("head forward  [t,d]·[d,v]".into(), [t, d, v], false, false));
+                shapes.push(("head dW       [d,t]·[t,v] (transposed lhs)".into(), [d, t, v], true, false));
+                shapes.push(("head dX       [t,v]·[v,d] (transposed rhs)".into(), [t, v, d], false, true));
+            } else {
+                return Err(anyhow!("--head: give tokens x d_model x vocab, e.g. 2048x256x32000"));
+            }
+            let mut results = Vec::new();
+            for (name, [m, k, n], transpose_lhs, transpose_rhs) in shapes {
+                use burn::tensor::{Distribution, Tensor};
+                let lhs = if transpose_lhs {
+                    Tensor::<2>::random([k, m], Distribution::Default, &device).transpose()
+                } else {
+                    Tensor::<2>::random([m, k], Distribution::Default, &device)
+                };
+                let rhs = if transpose_rhs {
+                    Tensor::<2>::random([n, k], Distribution::Default, &device).transpose()
+                } else {
+                    Tensor::<2>::random([k, n], Distribution::Default, &device)
+                };
+                let mut best = f64::INFINITY;
+                for i in 0..repeats + 1 {
+                    let start = Instant::now();
+                    let out = lhs.clone().matmul(rhs.clone());
+                    let _ = out.slice([0..1, 0..1]).into_scalar::<f32>();
+                    if i > 0 {
+                        best = best.min(start.elapsed().as_secs_f64());
+                    }
+                }
+                let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
+                eprintln!("{name:<44} {gflops:>7.1} GFLOP/s");
+                results.push(json!({"shape": name, "m": m, "k": k, "n": n, "seconds": best, "gflop_per_s": gflops}));
+            }
+            write_json(&json!({"matmul": results, "backend": backend,
+                "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)}), json)
         }
         BenchCommand::Data { dataset, tokenizer, batch, segment_len, seconds, json } => {
             let corpus = open_dataset(&dataset.dataset, dataset.format.as_deref(), dataset.config_filter)?;
@@ -207,12 +334,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
                            "seconds": loader_s, "tokens_per_s": tokens as f64 / loader_s},
                 "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             });
-            let text = serde_json::to_string_pretty(&result)?;
-            println!("{text}");
-            if let Some(path) = json {
-                std::fs::write(&path, text)?;
-            }
-            Ok(())
+            write_json(&result, json)
         }
     }
 }

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::attention::{InfiniAttention, KvCache};
 use crate::config::{MemoryUpdate, ModelConfig};
 use crate::memory::{LayerMemory, MemoryState};
-use crate::precision::{Compute, linear, matmul_transposed};
+use crate::precision::{Compute, linear, matmul};
 use crate::rope::Rope;
 
 /// SwiGLU feed-forward: `w2(silu(w1 x) ⊙ w3 x)`.
@@ -252,17 +252,20 @@ impl InfiniLm {
         (Tensor::cat(outputs, 1), state)
     }
 
+    /// The output head as a `[d_model, vocab]` matrix (the embedding transposed when tied).
+    pub fn head_weight(&self) -> Tensor<2> {
+        match &self.lm_head {
+            Some(head) => head.weight.val(),
+            None => self.embedding.weight.val().transpose(),
+        }
+    }
+
     /// Projects final hidden states `[B, N, d_model]` to logits `[B, N, vocab]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match &self.lm_head {
-            Some(head) => linear(head, hidden, self.compute),
-            None => {
-                let [b, n, d] = hidden.dims();
-                let w = self.embedding.weight.val();
-                let vocab = w.dims()[0];
-                matmul_transposed(hidden.reshape([b * n, d]), w, self.compute).reshape([b, n, vocab])
-            }
-        }
+        let [b, n, d] = hidden.dims();
+        let w = self.head_weight();
+        let vocab = w.dims()[1];
+        matmul(hidden.reshape([b * n, d]), w, self.compute).reshape([b, n, vocab])
     }
 
     /// One segment of `tokens: [B, N]` → logits `[B, N, vocab]` and the updated memory.

@@ -38,10 +38,10 @@ pub fn scaled_attention(
     }
 }
 
-/// `x · wᵀ` (the tied output head), computed in `compute` when given.
-pub fn matmul_transposed(x: Tensor<2>, w: Tensor<2>, compute: Compute) -> Tensor<2> {
+/// `a · b`, computed in `compute` when given.
+pub fn matmul(a: Tensor<2>, b: Tensor<2>, compute: Compute) -> Tensor<2> {
     match compute {
-        None => x.matmul(w.transpose()),
-        Some(dtype) => x.cast(dtype).matmul(w.cast(dtype).transpose()).cast(DType::F32),
+        None => a.matmul(b),
+        Some(dtype) => a.cast(dtype).matmul(b.cast(dtype)).cast(DType::F32),
     }
 }

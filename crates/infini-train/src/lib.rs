@@ -14,3 +14,5 @@ pub use trainer::{RunOptions, Start, Summary, train};
 pub mod plot;
 pub mod generate;
 pub mod inspect;
+pub mod bench;
+pub mod softmax;

@@ -29,3 +29,58 @@ pub fn segment_nll(model: &InfiniLm, segment: &SegmentBatch, memory: MemoryState
     let (logits, memory) = model.forward(inputs, memory, &segment.reset);
     (masked_nll(logits, targets, mask), memory)
 }
+
+/// The output head and loss of one training segment, with their gradient worked out directly
+/// instead of through autodiff: `∂(scale·Σ mask·NLL)/∂logits = scale·mask·(softmax − onehot)`,
+/// from which follow the gradients of the hidden states (`g·Wᵀ`) and of the head (`hᵀ·g`). The
+/// `[tokens, vocab]` logits then live only for the duration of this call — autodiff would keep
+/// them, their exponentials and their gradients until the backward pass, and take about twice
+/// the passes over them.
+pub struct HeadGrad {
+    /// Σ mask·NLL of the segment (detached, not scaled).
+    pub nll_sum: Tensor<1>,
+    /// A scalar whose gradient with respect to the hidden states (the only tracked input) is
+    /// `scale ·` that of the segment's summed NLL; its value means nothing.
+    pub hidden_term: Tensor<1>,
+    /// `scale · ∂(Σ mask·NLL)/∂W` for the `[d_model, vocab]` head ([`InfiniLm::head_weight`]).
+    pub grad_weight: Tensor<2>,
+}
+
+/// Whether tensors of `device` live in this process's memory (Flex), so that the loss over the
+/// vocabulary can run as one fused pass ([`crate::softmax`]) instead of tensor ops.
+pub fn on_host(device: &Device) -> bool {
+    matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
+/// See [`HeadGrad`]: `hidden: [B, N, d_model]` are the final hidden states of `segment`.
+pub fn head_grad(model: &InfiniLm, hidden: Tensor<3>, segment: &SegmentBatch, scale: f64, device: &Device) -> HeadGrad {
+    use burn::tensor::IndexingUpdateOp;
+    use infini_model::precision::matmul;
+    let [b, n, d] = hidden.dims();
+    let t = b * n;
+    let compute = model.compute();
+    let h = hidden.clone().detach().reshape([t, d]);
+    let w = model.head_weight().detach();
+    let logits = matmul(h.clone(), w.clone(), compute);
+    let (nll_sum, grad_logits) = if on_host(device) {
+        let vocab = w.dims()[1];
+        let mut data = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
+        let weights: Vec<f32> = segment.mask.iter().map(|&m| m * scale as f32).collect();
+        let nll = crate::softmax::nll_and_grad(&mut data, vocab, &segment.targets, &weights);
+        let sum: f64 = nll.iter().zip(&segment.mask).map(|(&l, &m)| l as f64 * m as f64).sum();
+        (Tensor::<1>::from_data(TensorData::new(vec![sum as f32], [1]), device), Tensor::<2>::from_data(TensorData::new(data, [t, vocab]), device))
+    } else {
+        let targets = ids(&segment.targets, t, 1, device);
+        let mask = Tensor::<2>::from_data(TensorData::new(segment.mask.clone(), [t, 1]), device);
+        let target_logit = logits.clone().gather(1, targets.clone());
+        let max = logits.clone().max_dim(1);
+        let exp = (logits - max.clone()).exp();
+        let sum = exp.clone().sum_dim(1);
+        let nll_sum = ((sum.clone().log() + max - target_logit) * mask.clone()).sum();
+        let weight = mask.mul_scalar(scale);
+        (nll_sum, (exp * (weight.clone() / sum)).scatter(1, targets, weight.neg(), IndexingUpdateOp::Add))
+    };
+    let grad_hidden = matmul(grad_logits.clone(), w.transpose(), compute);
+    let grad_weight = matmul(h.transpose(), grad_logits, compute);
+    HeadGrad { nll_sum, hidden_term: (hidden.reshape([t, d]) * grad_hidden).sum(), grad_weight }
+}

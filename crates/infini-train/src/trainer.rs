@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::checkpoint::{self, Snapshot, TrainState};
 use crate::config::RunConfig;
 use crate::eval::{EvalOptions, EvalResult, evaluate};
-use crate::loss::segment_nll;
+use crate::loss::{head_grad, ids};
 use crate::optim::{build, clip_global_norm, learning_rate, sum_device_grads};
 
 /// Set by Ctrl-C: the loop saves a checkpoint and stops after the current step.
@@ -119,6 +119,9 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
 /// every `window` segments backpropagates `scale ×` the summed NLL of the window (through the
 /// memory written inside the window), adds the gradients to `accumulator`, then detaches the
 /// memory. Returns the example's scaled loss and its final (detached) memory.
+///
+/// The output head's gradient is computed directly ([`head_grad`]) and enters autodiff through
+/// surrogate terms whose gradients are exactly those of the loss.
 pub fn backprop_example(
     model: &InfiniLm,
     example: &[SegmentBatch],
@@ -130,19 +133,26 @@ pub fn backprop_example(
 ) -> (f64, MemoryState) {
     let mut total = 0.0;
     for chunk in example.chunks(window.max(1)) {
-        let mut window_loss: Option<Tensor<1>> = None;
+        let mut terms: Vec<Tensor<1>> = Vec::with_capacity(chunk.len() + 1);
+        let mut nll: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
+        let mut grad_weight: Option<Tensor<2>> = None;
         for segment in chunk {
-            let (nll, next) = segment_nll(model, segment, memory, device);
+            let inputs = ids(&segment.inputs, segment.batch, segment.segment_len, device);
+            let (hidden, next) = model.forward_embedded(model.embed(inputs), memory, &segment.reset);
             memory = next;
-            let sum = nll.sum();
-            window_loss = Some(match window_loss {
-                Some(l) => l + sum,
-                None => sum,
+            let head = head_grad(model, hidden, segment, scale, device);
+            terms.push(head.hidden_term);
+            nll.push(head.nll_sum);
+            grad_weight = Some(match grad_weight {
+                Some(g) => g + head.grad_weight,
+                None => head.grad_weight,
             });
         }
-        let loss = window_loss.expect("a window has a segment").mul_scalar(scale);
-        total += loss.clone().into_scalar::<f64>();
-        accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+        let grad_weight = grad_weight.expect("a window has a segment");
+        terms.push((model.head_weight() * grad_weight).sum());
+        total += Tensor::cat(nll, 0).sum().into_scalar::<f64>() * scale;
+        let surrogate = Tensor::cat(terms, 0).sum();
+        accumulator.accumulate(model, GradientsParams::from_grads(surrogate.backward(), model));
         memory = memory.detach();
     }
     (total, memory)
