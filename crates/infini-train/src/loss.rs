@@ -54,6 +54,12 @@ pub fn on_host(device: &Device) -> bool {
 
 /// See [`HeadGrad`]: `hidden: [B, N, d_model]` are the final hidden states of `segment`.
 pub fn head_grad(model: &InfiniLm, hidden: Tensor<3>, segment: &SegmentBatch, scale: f64, device: &Device) -> HeadGrad {
+    head_grad_with(model, hidden, segment, scale, device, on_host(device))
+}
+
+/// [`head_grad`] with the loss over the vocabulary computed by the fused host code (`fused`,
+/// Flex only) or by tensor ops (any backend).
+pub fn head_grad_with(model: &InfiniLm, hidden: Tensor<3>, segment: &SegmentBatch, scale: f64, device: &Device, fused: bool) -> HeadGrad {
     use burn::tensor::IndexingUpdateOp;
     use infini_model::precision::matmul;
     let [b, n, d] = hidden.dims();
@@ -62,7 +68,7 @@ pub fn head_grad(model: &InfiniLm, hidden: Tensor<3>, segment: &SegmentBatch, sc
     let h = hidden.clone().detach().reshape([t, d]);
     let w = model.head_weight().detach();
     let logits = matmul(h.clone(), w.clone(), compute);
-    let (nll_sum, grad_logits) = if on_host(device) {
+    let (nll_sum, grad_logits) = if fused {
         let vocab = w.dims()[1];
         let mut data = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
         let weights: Vec<f32> = segment.mask.iter().map(|&m| m * scale as f32).collect();

@@ -135,6 +135,18 @@ pub fn sum_device_grads<M: Module>(model: &M, grads: Vec<(GradientsParams, Devic
     out
 }
 
+fn values<const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<Vec<f32>> {
+    grads.get::<D>(id).map(|g| g.into_data().convert::<f32>().to_vec::<f32>().expect("f32 gradient"))
+}
+
+/// Every parameter's gradient as a flat vector, in the model's parameter order (`None` for a
+/// parameter without one): for comparing gradients in tests and tools.
+pub fn gradient_values<M: Module>(model: &M, grads: &GradientsParams) -> Vec<Option<Vec<f32>>> {
+    let mut ids = ParamIds(Vec::new());
+    model.visit(&mut ids);
+    ids.0.iter().map(|&(id, rank)| by_rank!(rank, values(grads, id))).collect()
+}
+
 /// The global L2 norm of all gradients; if `max_norm > 0` and the norm exceeds it, every
 /// gradient is scaled by `max_norm / norm`. Returns the norm before clipping (NaN/inf when a
 /// gradient is not finite, in which case nothing is scaled).
