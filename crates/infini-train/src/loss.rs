@@ -20,13 +20,20 @@ pub fn masked_nll(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>) -
 }
 
 /// Runs one segment for every stream (emptying the memory of streams that start a document)
-/// and returns the per-position masked NLL `[B, N]` and the updated memory.
+/// and returns the per-position masked NLL `[B, N]` and the updated memory. Without autodiff on
+/// Flex the loss over the vocabulary runs fused on the host ([`crate::softmax::nll`]).
 pub fn segment_nll(model: &InfiniLm, segment: &SegmentBatch, memory: MemoryState, device: &Device) -> (Tensor<2>, MemoryState) {
     let (b, n) = (segment.batch, segment.segment_len);
     let inputs = ids(&segment.inputs, b, n, device);
-    let targets = ids(&segment.targets, b, n, device);
     let mask = Tensor::<2>::from_data(TensorData::new(segment.mask.clone(), [b, n]), device);
     let (logits, memory) = model.forward(inputs, memory, &segment.reset);
+    if on_host(device) && !device.is_autodiff() {
+        let vocab = logits.dims()[2];
+        let mut data = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
+        let nll = crate::softmax::nll(&mut data, vocab, &segment.targets);
+        return (Tensor::<2>::from_data(TensorData::new(nll, [b, n]), device) * mask, memory);
+    }
+    let targets = ids(&segment.targets, b, n, device);
     (masked_nll(logits, targets, mask), memory)
 }
 

@@ -136,7 +136,7 @@ pub fn sum_device_grads<M: Module>(model: &M, grads: Vec<(GradientsParams, Devic
 }
 
 fn values<const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<Vec<f32>> {
-    grads.get::<D>(id).map(|g| g.into_data().convert::<f32>().to_vec::<f32>().expect("f32 gradient"))
+    grads.get::<D>(id).map(|g| g.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 gradient"))
 }
 
 /// Every parameter's gradient as a flat vector, in the model's parameter order (`None` for a
