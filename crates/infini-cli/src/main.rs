@@ -59,21 +59,6 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-/// glibc hands blocks above its mmap threshold back to the kernel when freed, and trims the heap
-/// top, so that every new tensor of a few MiB faults its pages in afresh (on Flex that was a
-/// quarter of a training step: 1.6 M page faults in 4 steps of configs/bench.toml). Keep them
-/// in the heap for reuse: tensors up to 32 MiB (glibc's largest threshold) come from the heap,
-/// which is trimmed only past 1 GiB free.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-    }
-}
-
 fn main() -> ExitCode {
     // Past a file-size limit (`ulimit -f`), let writes fail with an error we report and recover
     // from, instead of the signal that would kill the process mid-write.
@@ -82,7 +67,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    keep_freed_memory();
+    infini_train::backend::keep_freed_memory();
     // A bug must still end in one line, not a backtrace (RUST_BACKTRACE=1 shows the full trace).
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         std::panic::set_hook(Box::new(|info| {

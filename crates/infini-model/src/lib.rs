@@ -12,6 +12,7 @@ pub mod model;
 pub mod precision;
 pub mod rope;
 pub mod toml_file;
+pub mod host;
 
 pub use attention::InfiniAttention;
 pub use config::{ConfigError, MemoryUpdate, ModelConfig};

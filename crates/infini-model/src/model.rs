@@ -40,7 +40,9 @@ impl FeedForward {
     /// Applies the FFN to `[B, N, d_model]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let c = self.compute;
-        linear(&self.w2, silu(linear(&self.w1, x.clone(), c)) * linear(&self.w3, x, c), c)
+        let gate = linear(&self.w1, x.clone(), c);
+        let gate = if crate::host::on_host(&gate.device()) { crate::host::elementwise(gate, crate::host::silu) } else { silu(gate) };
+        linear(&self.w2, gate * linear(&self.w3, x, c), c)
     }
 }
 

@@ -4,6 +4,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use infini_data::SegmentBatch;
+use infini_model::host::on_host;
 use infini_model::{InfiniLm, MemoryState};
 
 /// Token ids `[B, N]` of a flat row-major buffer.
@@ -51,12 +52,6 @@ pub struct HeadGrad {
     pub hidden_term: Tensor<1>,
     /// `scale · ∂(Σ mask·NLL)/∂W` for the `[d_model, vocab]` head ([`InfiniLm::head_weight`]).
     pub grad_weight: Tensor<2>,
-}
-
-/// Whether tensors of `device` live in this process's memory (Flex), so that the loss over the
-/// vocabulary can run as one fused pass ([`crate::softmax`]) instead of tensor ops.
-pub fn on_host(device: &Device) -> bool {
-    matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
 }
 
 /// See [`HeadGrad`]: `hidden: [B, N, d_model]` are the final hidden states of `segment`.

@@ -3,27 +3,10 @@
 //! in cache and the rows spread over the threads. On Flex this replaces a dozen single-threaded
 //! whole-tensor passes (each with its own allocation) of the tensor-op formulation.
 
+use infini_model::host::exp;
 use rayon::prelude::*;
 
 const LANES: usize = 8;
-
-/// `e^x` for f32 (relative error < 2e-7 on [-87, 88]; 0 below, +∞ above), written so that
-/// the compiler vectorises loops over it.
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const SHIFTER: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.33, 88.72);
-    let k = x * LOG2E + SHIFTER;
-    let n = k - SHIFTER;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    // Taylor series to r^7: |r| ≤ ln2/2, truncation error < 6e-9 relative.
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let bits = (k.to_bits() as i32 - SHIFTER.to_bits() as i32 + 127) << 23;
-    p * f32::from_bits(bits as u32)
-}
 
 fn row_max(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
@@ -97,21 +80,6 @@ pub fn nll(logits: &mut [f32], vocab: usize, targets: &[u32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_matches_std() {
-        let mut worst = 0f64;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let (ours, std) = (exp(x) as f64, (x as f64).exp());
-            worst = worst.max(((ours - std) / std).abs());
-            x += 0.0137;
-        }
-        assert!(worst < 3e-7, "worst relative error {worst}");
-        assert_eq!(exp(-200.0), exp(-87.33));
-        assert!(exp(-200.0) < 1e-37);
-        assert!(exp(f32::NEG_INFINITY) < 1e-37);
-    }
 
     #[test]
     fn grad_matches_a_direct_computation() {

@@ -1,0 +1,122 @@
+"""Writes the measured part of docs/benchmarks.md from a scripts/bench-peers.sh run.
+
+  report.py RUN_DIR docs/benchmarks.md
+
+Replaces the text between the `<!-- bench-peers:begin -->` and `<!-- bench-peers:end -->`
+markers (the hand-written profile notes around them stay), or creates the file.
+"""
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+BEGIN, END = "<!-- bench-peers:begin -->", "<!-- bench-peers:end -->"
+
+
+def load(pattern):
+    return [json.load(open(p)) for p in sorted(glob.glob(pattern))]
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def spread(values, fmt):
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def main():
+    run, target = sys.argv[1], sys.argv[2]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = []
+    ours_all = load(f"{run}/infini-*-*.json")
+    peers_all = load(f"{run}/peer-*-*.json")
+    if not ours_all or not peers_all:
+        sys.exit(f"no results in {run}")
+    torch_mm = json.load(open(f"{run}/torch-matmul.json"))
+    flex_mm = json.load(open(f"{run}/infini-matmul.json"))
+    flex_square = max(r["gflop_per_s"] for r in flex_mm["matmul"] if r["m"] == r["n"] == r["k"])
+    threads = ours_all[0]["threads"]
+    rounds = len(ours_all) // 2
+    lines += [
+        f"Measured by `scripts/bench-peers.sh` on {os.path.basename(run)} (UTC): {cpu_model()}, "
+        f"{os.cpu_count()} logical CPUs, both sides with {os.environ.get('THREADS', '2')} threads; "
+        f"infini {commit} (Flex backend, f32), PyTorch {peers_all[0]['torch']} with "
+        f"infini-transformer-pytorch 0.2.1; configs/bench.toml ({ours_all[0]['parameters']:,} parameters "
+        f"here, {peers_all[0]['parameters']:,} in the peer, which adds biases); {rounds} rounds alternating, "
+        f"each {len(ours_all[0]['step_s']['all'])} timed steps after {ours_all[0]['warmup']} warm-up. "
+        "Figures are the median over rounds of each round's median step (min–max over rounds).",
+        "",
+        f"f32 matmul peak of this machine, measured in the same run: PyTorch {torch_mm['gflop_per_s']:.0f} GFLOP/s "
+        f"(2048³), Flex {flex_square:.0f} GFLOP/s (best square size).",
+        "",
+        "### Training (2048 tokens per step, batch 1, memory detached every 2 segments, AdamW, clipping 1.0)",
+        "",
+        "| memory | infini tokens/s | peer tokens/s | ratio | infini s/step | peer s/step | infini peak RSS | peer peak RSS | RSS ratio | infini model GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for memory in ("linear", "delta"):
+        ours = [r for r in ours_all if r["memory"] == memory]
+        peer = [r for r in peers_all if r["memory"] == memory]
+        if not ours or not peer:
+            continue
+        o_tps = [r["tokens_per_s"]["median"] for r in ours]
+        p_tps = [r["tokens_per_s"]["median"] for r in peer]
+        o_rss = [r["peak_rss_mib"] for r in ours]
+        p_rss = [r["peak_rss_mib"] for r in peer]
+        ratio = statistics.median(o_tps) / statistics.median(p_tps)
+        rss_ratio = statistics.median(o_rss) / statistics.median(p_rss)
+        gflops = statistics.median(r["gflop_per_s"] for r in ours)
+        lines.append(
+            f"| {memory} | {spread(o_tps, lambda v: f'{v:,.0f}')} | {spread(p_tps, lambda v: f'{v:,.0f}')} | "
+            f"**{ratio:.2f}×** | {statistics.median(r['step_s']['median'] for r in ours):.3f} | "
+            f"{statistics.median(r['step_s']['median'] for r in peer):.3f} | {statistics.median(o_rss):,.0f} MiB | "
+            f"{statistics.median(p_rss):,.0f} MiB | **{rss_ratio:.2f}×** | {gflops:.0f} "
+            f"({100 * gflops / torch_mm['gflop_per_s']:.0f}% of PyTorch's matmul peak) |"
+        )
+        verdicts.append(f"{memory}: training {ratio:.2f}× the peer (goal ≥ 1.5×: {'met' if ratio >= 1.5 else 'NOT met'}), "
+                        f"peak RSS {rss_ratio:.2f}× (goal ≤ 0.8×: {'met' if rss_ratio <= 0.8 else 'NOT met'})")
+    lines += ["", f"Model FLOPs: {ours_all[0]['flop_formula']} = {ours_all[0]['flop_per_token'] / 1e6:.1f} MFLOP per token.", ""]
+
+    if os.path.exists(f"{run}/eval.json"):
+        ev = json.load(open(f"{run}/eval.json"))["eval"]
+        lines += ["### Evaluation (one synthetic document per length, streamed segment by segment, fresh process each)", "",
+                  "| length | tokens/s | peak RSS |", "|---|---|---|"]
+        for r in ev:
+            lines.append(f"| {r['length']:,} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mib']:,.1f} MiB |")
+        first, last = ev[0], ev[-1]
+        speed = last["tokens_per_s"] / first["tokens_per_s"]
+        rss = last["peak_rss_mib"] / first["peak_rss_mib"]
+        verdicts.append(f"evaluation: {last['length']:,} tokens at {speed:.2f}× the speed of {first['length']:,} "
+                        f"(goal ≥ 0.9×: {'met' if speed >= 0.9 else 'NOT met'}), peak RSS {rss:.3f}× "
+                        f"(goal ≤ 1.05×: {'met' if rss <= 1.05 else 'NOT met'})")
+        lines.append("")
+    lines += ["### Goals", ""] + [f"- {v}" for v in verdicts]
+
+    block = "\n".join([BEGIN, *lines, END])
+    if os.path.exists(target):
+        text = open(target).read()
+        if BEGIN in text and END in text:
+            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+    else:
+        text = "# Benchmarks\n\n" + block + "\n"
+    tmp = target + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, target)
+
+
+if __name__ == "__main__":
+    main()
