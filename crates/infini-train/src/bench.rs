@@ -5,14 +5,13 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsAccumulator;
 use burn::tensor::Device;
 use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, MemoryState, ModelConfig};
 
 use crate::config::RunConfig;
 use crate::optim::{build, clip_global_norm, learning_rate};
-use crate::trainer::backprop_example;
+use crate::trainer::{StepGrads, backprop_example};
 
 /// How the model FLOPs of a training token are counted (forward + backward = 3 × forward).
 pub const FLOP_FORMULA: &str = "per token: 6·P (P = weights of all matrix products: attention projections, FFN, output head; \
@@ -89,10 +88,10 @@ pub fn train_steps(config: &RunConfig, steps: usize, warmup: usize, device: &Dev
         let example = synthetic_example(config, &mut 0x2545_f491_4f6c_dd1du64);
         let targets: usize = example.iter().map(SegmentBatch::num_targets).sum();
         let start = Instant::now();
-        let mut accumulator = GradientsAccumulator::<InfiniLm>::new();
+        let mut accumulator = StepGrads::new();
         let memory = MemoryState::empty(&config.model, config.data.batch_size, &device);
         let (loss, _) = backprop_example(&model, &example, memory, window, 1.0 / targets as f64, &device, &mut accumulator);
-        let mut grads = accumulator.grads();
+        let mut grads = accumulator.grads(&model);
         clip_global_norm(&model, &mut grads, config.train.grad_clip);
         model = optimizer.step(learning_rate(&config.train, step as u64), model, grads);
         // The step is done when the updated weights exist (GPU backends run asynchronously).

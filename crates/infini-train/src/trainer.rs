@@ -16,7 +16,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, IndexingUpdateOp, Tensor, TensorData};
 use infini_data::progress::{Progress, human_duration};
 use infini_data::{PreparedData, SegmentBatch, SegmentStream, Split, SplitData};
 use infini_model::{InfiniLm, MemoryState};
@@ -115,13 +115,72 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
     infini_data::fsutil::atomic_write(path, kept.as_bytes()).map_err(|e| e.to_string())
 }
 
+/// The gradients of one optimizer step, accumulated over its examples and windows: the blocks'
+/// through autodiff, the two vocabulary-sized matrices by hand. The output head's gradient is
+/// `Σ hᵀ·g` ([`head_grad`]); the embedding's is the gradient of the embedded inputs added into
+/// the rows of their tokens. Autodiff would instead build, per segment, a dense `[vocab, d]`
+/// gradient for each and add them up, several whole-matrix passes per window.
+pub struct StepGrads {
+    autodiff: GradientsAccumulator<InfiniLm>,
+    head: Option<Tensor<2>>,
+    embedding: Option<Tensor<2>>,
+}
+
+impl Default for StepGrads {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn add_into(slot: &mut Option<Tensor<2>>, value: Tensor<2>) {
+    *slot = Some(match slot.take() {
+        Some(sum) => sum + value,
+        None => value,
+    });
+}
+
+impl StepGrads {
+    /// No gradient yet.
+    pub fn new() -> Self {
+        Self { autodiff: GradientsAccumulator::new(), head: None, embedding: None }
+    }
+
+    /// Adds the gradients of `x: [B, N, d]`, the embedded `tokens` (flat, B·N), to the embedding.
+    fn add_embedding(&mut self, model: &InfiniLm, tokens: &[u32], x_grad: Tensor<3>, device: &Device) {
+        let [b, n, d] = x_grad.dims();
+        let rows = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [b * n]), device);
+        let sum = match self.embedding.take() {
+            Some(sum) => sum,
+            None => Tensor::zeros(model.embedding.weight.dims(), device),
+        };
+        self.embedding = Some(sum.select_assign(0, rows, x_grad.reshape([b * n, d]), IndexingUpdateOp::Add));
+    }
+
+    /// All the gradients, ready for clipping and the optimizer.
+    pub fn grads(mut self, model: &InfiniLm) -> GradientsParams {
+        let mut grads = self.autodiff.grads();
+        let mut embedding = self.embedding;
+        if let Some(head) = self.head {
+            match &model.lm_head {
+                Some(lm_head) => grads.register(lm_head.weight.id, head),
+                None => add_into(&mut embedding, head.transpose()),
+            }
+        }
+        if let Some(embedding) = embedding {
+            grads.register(model.embedding.weight.id, embedding);
+        }
+        grads
+    }
+}
+
 /// Truncated backprop over one example: runs its segments in order, threading the memory, and
 /// every `window` segments backpropagates `scale ×` the summed NLL of the window (through the
-/// memory written inside the window), adds the gradients to `accumulator`, then detaches the
-/// memory. Returns the example's scaled loss and its final (detached) memory.
+/// memory written inside the window), adds the gradients to `grads`, then detaches the memory.
+/// Returns the example's scaled loss and its final (detached) memory.
 ///
-/// The output head's gradient is computed directly ([`head_grad`]) and enters autodiff through
-/// surrogate terms whose gradients are exactly those of the loss.
+/// The output head's loss and gradient are computed directly ([`head_grad`]) and enter autodiff
+/// through a surrogate term whose gradient with respect to the hidden states is exactly that of
+/// the loss; see [`StepGrads`] for the head's and the embedding's own gradients.
 pub fn backprop_example(
     model: &InfiniLm,
     example: &[SegmentBatch],
@@ -129,30 +188,32 @@ pub fn backprop_example(
     window: usize,
     scale: f64,
     device: &Device,
-    accumulator: &mut GradientsAccumulator<InfiniLm>,
+    grads: &mut StepGrads,
 ) -> (f64, MemoryState) {
     let mut total = 0.0;
     for chunk in example.chunks(window.max(1)) {
-        let mut terms: Vec<Tensor<1>> = Vec::with_capacity(chunk.len() + 1);
+        let mut terms: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
         let mut nll: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
-        let mut grad_weight: Option<Tensor<2>> = None;
+        let mut embedded: Vec<Tensor<3>> = Vec::with_capacity(chunk.len());
         for segment in chunk {
             let inputs = ids(&segment.inputs, segment.batch, segment.segment_len, device);
-            let (hidden, next) = model.forward_embedded(model.embed(inputs), memory, &segment.reset);
+            let x = model.embed(inputs).detach().require_grad();
+            let (hidden, next) = model.forward_embedded(x.clone(), memory, &segment.reset);
             memory = next;
             let head = head_grad(model, hidden, segment, scale, device);
             terms.push(head.hidden_term);
             nll.push(head.nll_sum);
-            grad_weight = Some(match grad_weight {
-                Some(g) => g + head.grad_weight,
-                None => head.grad_weight,
-            });
+            add_into(&mut grads.head, head.grad_weight);
+            embedded.push(x);
         }
-        let grad_weight = grad_weight.expect("a window has a segment");
-        terms.push((model.head_weight() * grad_weight).sum());
         total += Tensor::cat(nll, 0).sum().into_scalar::<f64>() * scale;
-        let surrogate = Tensor::cat(terms, 0).sum();
-        accumulator.accumulate(model, GradientsParams::from_grads(surrogate.backward(), model));
+        let backward = Tensor::cat(terms, 0).sum().backward();
+        for (x, segment) in embedded.iter().zip(chunk) {
+            if let Some(g) = x.grad(&backward) {
+                grads.add_embedding(model, &segment.inputs, g, device);
+            }
+        }
+        grads.autodiff.accumulate(model, GradientsParams::from_grads(backward, model));
         memory = memory.detach();
     }
     (total, memory)
@@ -289,7 +350,7 @@ impl Trainer {
         self.device.seed(self.config.train.seed.wrapping_add(self.state.step.wrapping_mul(0x9e37_79b9)));
 
         let (loss_total, memory_norm, mut grads) = if self.replicas.is_empty() {
-            let mut accumulator = GradientsAccumulator::<InfiniLm>::new();
+            let mut accumulator = StepGrads::new();
             let mut loss_total = 0.0;
             let mut memory_norm = None;
             for example in &examples {
@@ -305,7 +366,7 @@ impl Trainer {
                     self.carried = Some(memory);
                 }
             }
-            (loss_total, memory_norm, accumulator.grads())
+            (loss_total, memory_norm, accumulator.grads(&self.model))
         } else {
             self.data_parallel(&examples, window, scale)
         };
@@ -332,7 +393,7 @@ impl Trainer {
         let per = self.config.data.batch_size / devices.len();
         let config = &self.config.model;
         let work = |i: usize, device: &Device, model: InfiniLm| {
-            let mut accumulator = GradientsAccumulator::<InfiniLm>::new();
+            let mut accumulator = StepGrads::new();
             let (mut loss, mut norm) = (0.0, None);
             for example in examples {
                 let share: Vec<SegmentBatch> = example.iter().map(|seg| seg.streams(i * per..(i + 1) * per)).collect();
@@ -341,7 +402,7 @@ impl Trainer {
                 loss += l;
                 norm = mean_memory_norm(&memory);
             }
-            (loss, norm, accumulator.grads(), device.clone())
+            (loss, norm, accumulator.grads(&model), device.clone())
         };
         let replica = |i: usize, device: &Device| if i == 0 { self.model.clone() } else { self.model.clone().fork(device) };
         let distinct = devices.iter().enumerate().all(|(i, a)| devices[..i].iter().all(|b| a != b));

@@ -9,7 +9,7 @@ use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, MemoryState, MemoryUpdate, ModelConfig};
 use infini_train::loss::segment_nll;
 use infini_train::optim::gradient_values;
-use infini_train::trainer::backprop_example;
+use infini_train::trainer::{StepGrads, backprop_example};
 
 fn example(batch: usize, n: usize, segments: usize, vocab: u32) -> Vec<SegmentBatch> {
     let mut state = 12345u64;
@@ -57,11 +57,11 @@ fn check(tie_embeddings: bool, memory: MemoryUpdate) {
     let example = example(2, 8, 4, 97);
     let scale = 1.0 / 50.0;
     let (expected_loss, expected) = reference(&model, &example, &config, 2, scale, &device);
-    let mut acc = GradientsAccumulator::<InfiniLm>::new();
+    let mut acc = StepGrads::new();
     let memory0 = MemoryState::empty(&config, 2, &device);
     let (loss, _) = backprop_example(&model, &example, memory0, 2, scale, &device, &mut acc);
     assert!((loss - expected_loss).abs() < 1e-5 * expected_loss.abs(), "loss {loss} vs {expected_loss}");
-    let (ours, theirs) = (gradient_values(&model, &acc.grads()), gradient_values(&model, &expected));
+    let (ours, theirs) = (gradient_values(&model, &acc.grads(&model)), gradient_values(&model, &expected));
     assert_eq!(ours.len(), theirs.len());
     let mut compared = 0;
     for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
