@@ -64,6 +64,40 @@ pub fn elementwise<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> (f32, f32) +
     y + (x.clone() - x.detach()) * dy
 }
 
+/// Causal softmax over the last dimension of `scores: [B, H, T, T]` (row `i` sees columns
+/// `0..=i`; the others get probability 0), one fused threaded pass per row. Autodiff sees
+/// `P⌀ + P⌀ ⊙ (D − rowsum(P⌀ ⊙ D))` with `D = scores − scores⌀ = 0`: the value is `P` and
+/// the gradient `P ⊙ (G − rowsum(P ⊙ G))`, softmax's own.
+pub fn causal_softmax(scores: Tensor<4>) -> Tensor<4> {
+    let dims = scores.dims();
+    let t = dims[3];
+    assert_eq!(dims[2], t, "causal_softmax needs square scores, got {dims:?}");
+    let device = scores.device();
+    let tracked = scores.is_tracked();
+    let mut p = scores.clone().detach().into_data().try_into_vec::<f32>().expect("f32 tensor");
+    p.par_chunks_mut(t).enumerate().for_each(|(r, row)| {
+        let (seen, hidden) = row.split_at_mut(r % t + 1);
+        let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        let mut sum = 0.0;
+        for v in seen.iter_mut() {
+            *v = exp(*v - max);
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        for v in seen.iter_mut() {
+            *v *= inv;
+        }
+        hidden.fill(0.0);
+    });
+    let p = Tensor::<4>::from_data(TensorData::new(p, dims), &device);
+    if !tracked {
+        return p;
+    }
+    let pd = p.clone() * (scores.clone() - scores.detach());
+    let rows = pd.clone().sum_dim(3);
+    p.clone() + pd - p * rows
+}
+
 /// SiLU `x · sigmoid(x)` and its derivative `s · (1 + x · (1 − s))`.
 #[inline(always)]
 pub fn silu(x: f32) -> (f32, f32) {
@@ -137,5 +171,23 @@ mod tensor_tests {
             let worst = ga.iter().zip(&gb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-5, "{name}: gradients differ by {worst}");
         }
+    }
+
+    /// Causal softmax: values and gradients equal masked softmax by tensor ops.
+    #[test]
+    fn causal_softmax_equals_tensor_ops() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::random([2, 3, 9, 9], Distribution::Normal(0.0, 3.0), &device).require_grad();
+        let w = Tensor::<4>::random([2, 3, 9, 9], Distribution::Default, &device);
+        let mask = Tensor::<1, burn::tensor::Int>::arange(0..9, &device).reshape([1, 9]).greater(Tensor::<1, burn::tensor::Int>::arange(0..9, &device).reshape([9, 1]));
+        let theirs = activation::softmax(x.clone().mask_fill(mask.reshape([1, 1, 9, 9]).expand([2, 3, 9, 9]), f32::NEG_INFINITY), 3);
+        let ours = causal_softmax(x.clone());
+        let (a, b) = (ours.clone().into_data().to_vec::<f32>().unwrap(), theirs.clone().into_data().to_vec::<f32>().unwrap());
+        let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-6, "values differ by {worst}");
+        let ga = x.grad(&(ours * w.clone()).sum().backward()).unwrap().into_data().to_vec::<f32>().unwrap();
+        let gb = x.grad(&(theirs * w).sum().backward()).unwrap().into_data().to_vec::<f32>().unwrap();
+        let worst = ga.iter().zip(&gb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-6, "gradients differ by {worst}");
     }
 }
