@@ -3,7 +3,7 @@
 # (infini-transformer-pytorch 0.2.1, by lucidrains, from PyPI) on the same model
 # (configs/bench.toml), on this machine, in one run; writes docs/benchmarks.md.
 #
-#   scripts/bench-peers.sh                 3 rounds, 5 timed steps (+1 warm-up) each
+#   scripts/bench-peers.sh                 3 rounds, 5 timed steps after 3 warm-up steps each
 #   ROUNDS=5 STEPS=10 scripts/bench-peers.sh
 #   EVAL_LENGTHS=8K,64K,1M (default) or EVAL_LENGTHS= to skip the evaluation benchmark
 #
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 STEPS=${STEPS:-5}
-WARMUP=${WARMUP:-1}
+WARMUP=${WARMUP:-3}
 THREADS=${THREADS:-2}
 EVAL_LENGTHS=${EVAL_LENGTHS-8K,64K,1M}
 CONFIG=configs/bench.toml

@@ -82,7 +82,18 @@ fn main() -> ExitCode {
         }));
     }
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = infini_train::backend::in_worker_pool(|| run(cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::ModelInfo { config, json } => model_info::run(&config, json),
         Command::Tokenizer(c) => data::tokenizer(c),
         Command::Data(c) => data::data(c),
@@ -96,12 +107,5 @@ fn main() -> ExitCode {
         Command::Plot { run_dir } => infini_train::plot::plot_run(&run_dir)
             .map(|p| println!("wrote {}", p.display()))
             .map_err(|e| anyhow::anyhow!(e)),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -114,3 +114,19 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
     }
 }
+
+/// Runs `f` on a worker thread of a rayon pool (one thread per core unless `RAYON_NUM_THREADS`
+/// says otherwise), or directly if this already is one. Flex and the fused host ops share work
+/// through rayon; called from outside a pool, the caller's thread runs the serial parts while
+/// the pool's threads, as many as there are cores, spin between parallel parts — one thread
+/// more than cores. Inside the pool the serial parts run on a worker itself: steps of
+/// configs/bench.toml took 0.95 s instead of 1.15 s on 2 cores.
+pub fn in_worker_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    match rayon::ThreadPoolBuilder::new().build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
