@@ -236,7 +236,10 @@ pub fn run(command: BenchCommand) -> Result<()> {
             }
             let run = infini_train::RunConfig::load(&config, &overrides).map_err(|e| anyhow!(e))?;
             let device = infini_train::backend::device(&backend).map_err(|e| anyhow!(e))?;
-            let bench = infini_train::bench::train_steps(&run, steps, warmup, &device).map_err(|e| anyhow!(e))?;
+            let bench = infini_train::bench::train_steps(&run, steps, warmup, &device, |i, seconds, loss| {
+                let kind = if i < warmup { "warm-up" } else { "timed" };
+                eprintln!("step {}/{} ({kind}): {seconds:.3} s, loss {loss:.4}", i + 1, warmup + steps);
+            }).map_err(|e| anyhow!(e))?;
             let mut times = bench.step_seconds.clone();
             times.sort_by(f64::total_cmp);
             let median = |v: &[f64]| if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };

@@ -69,8 +69,15 @@ fn synthetic_example(config: &RunConfig, rng: &mut u64) -> Vec<SegmentBatch> {
 }
 
 /// Runs `warmup + steps` training steps of `config` (model, batch, example length, TBPTT
-/// window, optimizer, clipping, precision) on `device` and times the last `steps`.
-pub fn train_steps(config: &RunConfig, steps: usize, warmup: usize, device: &Device) -> Result<TrainBench, String> {
+/// window, optimizer, clipping, precision) on `device` and times the last `steps`; `on_step`
+/// hears each step's index, seconds and loss as it ends.
+pub fn train_steps(
+    config: &RunConfig,
+    steps: usize,
+    warmup: usize,
+    device: &Device,
+    mut on_step: impl FnMut(usize, f64, f64),
+) -> Result<TrainBench, String> {
     let device = device.clone().autodiff();
     device.seed(config.train.seed);
     let compute = config.train.precision.compute();
@@ -100,6 +107,7 @@ pub fn train_steps(config: &RunConfig, steps: usize, warmup: usize, device: &Dev
         if !loss.is_finite() {
             return Err(format!("step {step}: the loss is not finite ({loss})"));
         }
+        on_step(step, seconds, loss);
         bench.losses.push(loss);
         if step >= warmup {
             bench.step_seconds.push(seconds);
