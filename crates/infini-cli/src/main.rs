@@ -59,6 +59,9 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+#[global_allocator]
+static ALLOC: infini_train::alloc::LargeBlockCache = infini_train::alloc::LargeBlockCache;
+
 fn main() -> ExitCode {
     // Past a file-size limit (`ulimit -f`), let writes fail with an error we report and recover
     // from, instead of the signal that would kill the process mid-write.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     infini_train::backend::keep_freed_memory();
+    infini_train::alloc::cache_limit();
     // A bug must still end in one line, not a backtrace (RUST_BACKTRACE=1 shows the full trace).
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         std::panic::set_hook(Box::new(|info| {

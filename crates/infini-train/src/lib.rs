@@ -16,3 +16,4 @@ pub mod generate;
 pub mod inspect;
 pub mod bench;
 pub mod softmax;
+pub mod alloc;
