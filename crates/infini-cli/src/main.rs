@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    infini_train::backend::keep_freed_memory();
+    infini_train::alloc::keep_freed_memory();
     infini_train::alloc::cache_limit();
     // A bug must still end in one line, not a backtrace (RUST_BACKTRACE=1 shows the full trace).
     if std::env::var_os("RUST_BACKTRACE").is_none() {

@@ -7,7 +7,7 @@ fn t(name: &str, a: Tensor<2>, b: Tensor<2>) {
     eprintln!("{name:<50} {:>7.1} GFLOP/s {:>6.1} ms", 2.0 * (m * k * n) as f64 / best / 1e9, best * 1e3);
 }
 fn main() {
-    infini_train::backend::keep_freed_memory();
+    infini_train::alloc::keep_freed_memory();
     let d = Device::flex();
     let r = |s: [usize; 2]| Tensor::<2>::random(s, Distribution::Default, &d);
     for tok in [256, 512, 2048] {

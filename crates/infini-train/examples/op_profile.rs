@@ -12,7 +12,7 @@ fn time(name: &str, f: impl Fn()) {
 }
 
 fn main() {
-    infini_train::backend::keep_freed_memory();
+    infini_train::alloc::keep_freed_memory();
     for ad in [false, true] {
         let device = if ad { Device::flex().autodiff() } else { Device::flex() };
         eprintln!("autodiff: {ad}");

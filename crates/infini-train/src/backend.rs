@@ -100,21 +100,6 @@ fn cuda() -> Result<Device, String> {
     Err("this infini was built without the cuda backend: rebuild with `cargo build --release --features cuda` (see README, Backends)".into())
 }
 
-/// glibc hands blocks above its mmap threshold back to the kernel when freed, and trims the heap
-/// top, so that every new tensor of a few MiB faults its pages in afresh (on Flex that was a
-/// quarter of a training step: 1.6 M page faults in 4 steps of configs/bench.toml). Keep them
-/// in the heap for reuse: tensors up to 32 MiB (glibc's largest threshold) come from the heap,
-/// which is trimmed only past 1 GiB free.
-pub fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; call it before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-    }
-}
-
 /// Runs `f` on a worker thread of a rayon pool (one thread per core unless `RAYON_NUM_THREADS`
 /// says otherwise), or directly if this already is one. Flex and the fused host ops share work
 /// through rayon; called from outside a pool, the caller's thread runs the serial parts while
