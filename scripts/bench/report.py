@@ -16,10 +16,6 @@ import sys
 BEGIN, END = "<!-- bench-peers:begin -->", "<!-- bench-peers:end -->"
 
 
-def load(pattern):
-    return [json.load(open(p)) for p in sorted(glob.glob(pattern))]
-
-
 def cpu_model():
     try:
         for line in open("/proc/cpuinfo"):
@@ -38,8 +34,10 @@ def main():
     run, target = sys.argv[1], sys.argv[2]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = []
-    ours_all = load(f"{run}/infini-*-*.json")
-    peers_all = load(f"{run}/peer-*-*.json")
+    ours_paths = [(p, json.load(open(p))) for p in sorted(glob.glob(f"{run}/infini-*-*.json"))]
+    peer_paths = [(p, json.load(open(p))) for p in sorted(glob.glob(f"{run}/peer-*-*.json"))]
+    ours_all = [r for _, r in ours_paths]
+    peers_all = [r for _, r in peer_paths]
     if not ours_all or not peers_all:
         sys.exit(f"no results in {run}")
     torch_mm = json.load(open(f"{run}/torch-matmul.json"))
@@ -54,32 +52,36 @@ def main():
         f"infini-transformer-pytorch 0.2.1; configs/bench.toml ({ours_all[0]['parameters']:,} parameters "
         f"here, {peers_all[0]['parameters']:,} in the peer, which adds biases); {rounds} rounds alternating, "
         f"each {len(ours_all[0]['step_s']['all'])} timed steps after {ours_all[0]['warmup']} warm-up. "
-        "Figures are the median over rounds of each round's median step (min–max over rounds).",
+        "Figures are the median over rounds of each round's median step (min–max over rounds); the ratio is "
+        "the median of the rounds' own ratios (each round's two runs are back to back, so the machine's drift "
+        "cancels), with the rounds' ratios in brackets.",
         "",
         f"f32 matmul peak of this machine, measured in the same run: PyTorch {torch_mm['gflop_per_s']:.0f} GFLOP/s "
         f"(2048³), Flex {flex_square:.0f} GFLOP/s (best square size).",
         "",
         "### Training (2048 tokens per step, batch 1, memory detached every 2 segments, AdamW, clipping 1.0)",
         "",
-        "| memory | infini tokens/s | peer tokens/s | ratio | infini s/step | peer s/step | infini peak RSS | peer peak RSS | RSS ratio | infini model GFLOP/s |",
+        "| memory | infini tokens/s | peer tokens/s | ratio (per round) | infini s/step | peer s/step | infini peak RSS | peer peak RSS | RSS ratio | infini model GFLOP/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
     for memory in ("linear", "delta"):
-        ours = [r for r in ours_all if r["memory"] == memory]
-        peer = [r for r in peers_all if r["memory"] == memory]
+        ours = [r for _, r in sorted((p, r) for p, r in ours_paths if r["memory"] == memory)]
+        peer = [r for _, r in sorted((p, r) for p, r in peer_paths if r["memory"] == memory)]
         if not ours or not peer:
             continue
         o_tps = [r["tokens_per_s"]["median"] for r in ours]
         p_tps = [r["tokens_per_s"]["median"] for r in peer]
         o_rss = [r["peak_rss_mib"] for r in ours]
         p_rss = [r["peak_rss_mib"] for r in peer]
-        ratio = statistics.median(o_tps) / statistics.median(p_tps)
+        # Rounds pair the two sides in time, so the machine's drift cancels in each round's ratio.
+        rounds_ratio = [o / p for o, p in zip(o_tps, p_tps)]
+        ratio = statistics.median(rounds_ratio)
         rss_ratio = statistics.median(o_rss) / statistics.median(p_rss)
         gflops = statistics.median(r["gflop_per_s"] for r in ours)
         lines.append(
             f"| {memory} | {spread(o_tps, lambda v: f'{v:,.0f}')} | {spread(p_tps, lambda v: f'{v:,.0f}')} | "
-            f"**{ratio:.2f}×** | {statistics.median(r['step_s']['median'] for r in ours):.3f} | "
+            f"**{ratio:.2f}×** ({', '.join(f'{r:.2f}' for r in rounds_ratio)}) | {statistics.median(r['step_s']['median'] for r in ours):.3f} | "
             f"{statistics.median(r['step_s']['median'] for r in peer):.3f} | {statistics.median(o_rss):,.0f} MiB | "
             f"{statistics.median(p_rss):,.0f} MiB | **{rss_ratio:.2f}×** | {gflops:.0f} "
             f"({100 * gflops / torch_mm['gflop_per_s']:.0f}% of PyTorch's matmul peak) |"
