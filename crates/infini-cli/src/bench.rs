@@ -156,12 +156,7 @@ fn eval_one(config: &Option<PathBuf>, checkpoint: &Option<PathBuf>, length: usiz
     let (model, mc) = bench_model(config, checkpoint, &device)?;
     let n = mc.segment_len;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next_token = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % mc.vocab_size as u64) as u32
-    };
+    let mut next_token = move || (infini_data::stream::splitmix(&mut rng) % mc.vocab_size as u64) as u32;
     let rss_before = peak_rss_mib();
     let mut memory = infini_model::MemoryState::empty(&mc, 1, &device);
     let (start, mut nll, mut done) = (Instant::now(), 0.0, 0usize);

@@ -33,6 +33,39 @@ pub fn exp(x: f32) -> f32 {
     p * f32::from_bits(bits as u32)
 }
 
+const LANES: usize = 8;
+
+/// The largest value of `row` (8 lanes, so that it vectorises).
+pub fn row_max(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+        }
+    }
+    rest.iter().chain(lanes.iter()).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// Replaces `row` by `exp(row − max)` and returns the sum.
+pub fn exp_shifted_sum(row: &mut [f32], max: f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            c[i] = exp(c[i] - max);
+            lanes[i] += c[i];
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for v in chunks.into_remainder() {
+        *v = exp(*v - max);
+        sum += *v;
+    }
+    sum
+}
+
 /// `f` applied element-wise to `x` on the host, `f` returning `(f(x), f'(x))`; see the module
 /// documentation for how the gradient flows.
 pub fn elementwise<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> (f32, f32) + Sync) -> Tensor<D> {
@@ -77,13 +110,8 @@ pub fn causal_softmax(scores: Tensor<4>) -> Tensor<4> {
     let mut p = scores.clone().detach().into_data().try_into_vec::<f32>().expect("f32 tensor");
     p.par_chunks_mut(t).enumerate().for_each(|(r, row)| {
         let (seen, hidden) = row.split_at_mut(r % t + 1);
-        let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-        let mut sum = 0.0;
-        for v in seen.iter_mut() {
-            *v = exp(*v - max);
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
+        let max = row_max(seen);
+        let inv = 1.0 / exp_shifted_sum(seen, max);
         for v in seen.iter_mut() {
             *v *= inv;
         }

@@ -38,15 +38,10 @@ pub struct TrainBench {
     pub losses: Vec<f64>,
 }
 
-/// Random token ids (xorshift), the same for every run.
+/// Random token ids, the same for every run.
 fn synthetic_example(config: &RunConfig, rng: &mut u64) -> Vec<SegmentBatch> {
     let (b, n, k, v) = (config.data.batch_size, config.model.segment_len, config.segments_per_example(), config.model.vocab_size);
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        (*rng % v as u64) as u32
-    };
+    let mut next = || (infini_data::stream::splitmix(rng) % v as u64) as u32;
     let streams: Vec<Vec<u32>> = (0..b).map(|_| (0..k * n + 1).map(|_| next()).collect()).collect();
     (0..k)
         .map(|s| {

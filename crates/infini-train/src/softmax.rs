@@ -3,40 +3,8 @@
 //! in cache and the rows spread over the threads. On Flex this replaces a dozen single-threaded
 //! whole-tensor passes (each with its own allocation) of the tensor-op formulation.
 
-use infini_model::host::exp;
+use infini_model::host::{exp_shifted_sum, row_max};
 use rayon::prelude::*;
-
-const LANES: usize = 8;
-
-fn row_max(row: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..LANES {
-            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
-        }
-    }
-    rest.iter().chain(lanes.iter()).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
-}
-
-/// Replaces `row` by `exp(row − max)` and returns the sum.
-fn exp_shifted_sum(row: &mut [f32], max: f32) -> f32 {
-    let mut lanes = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            c[i] = exp(c[i] - max);
-            lanes[i] += c[i];
-        }
-    }
-    let mut sum: f32 = lanes.iter().sum();
-    for v in chunks.into_remainder() {
-        *v = exp(*v - max);
-        sum += *v;
-    }
-    sum
-}
 
 /// For logits `[rows, vocab]` (row-major, overwritten): returns each row's `−log softmax` at
 /// its target, and turns the logits into `weights[r] · (softmax − onehot(target))` — the
