@@ -35,6 +35,10 @@ pub enum TokenizerCommand {
         /// Train on at most this many megabytes of text (the first documents in order).
         #[arg(long, default_value_t = 1000)]
         max_mb: u64,
+        /// Make every digit a token of its own (numbers never merged): keys and codes of the
+        /// synthetic tasks become one token per digit.
+        #[arg(long)]
+        split_digits: bool,
         /// Where to write tokenizer.json.
         #[arg(long)]
         out: PathBuf,
@@ -70,12 +74,13 @@ pub enum DataCommand {
 
 pub fn tokenizer(command: TokenizerCommand) -> Result<()> {
     match command {
-        TokenizerCommand::Train { dataset, vocab_size, max_mb, out } => {
+        TokenizerCommand::Train { dataset, vocab_size, max_mb, split_digits, out } => {
             let corpus = open_dataset(&dataset.dataset, dataset.format.as_deref(), dataset.config_filter)?;
             let expected = (corpus.format != Format::ProofPile).then(|| {
                 corpus.files(Split::Train).unwrap_or_default().iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum()
             });
-            let tok = train_bpe(corpus.documents(Split::Train)?, vocab_size, max_mb * 1_000_000, expected, &out)?;
+            let expected = expected.filter(|&b| b > 0);
+            let tok = train_bpe(corpus.documents(Split::Train)?, vocab_size, max_mb * 1_000_000, expected, split_digits, &out)?;
             println!("wrote {} ({} ids, sha256 {})", out.display(), tok.vocab_size(), &tok.hash[..16]);
             Ok(())
         }

@@ -35,6 +35,10 @@ pub struct EvalArgs {
     /// CSV (same name, .csv) and as a plot (.png).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Count only the answer tokens of a synthetic task (default: as the run was trained,
+    /// `data.loss_on`).
+    #[arg(long)]
+    pub answers_only: Option<bool>,
     /// Compute backend: flex, wgpu or cuda.
     #[arg(long, default_value = "flex")]
     pub backend: String,
@@ -77,12 +81,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bail!("the {split} split of {} has no documents", data_dir.display());
     }
     let model = checkpoint::load_model(&ckpt, config.model.init(&device)).map_err(|e| anyhow!(e))?;
-    let options =
-        EvalOptions { max_docs: args.max_docs, max_tokens_per_doc: args.max_tokens_per_doc, batch_size: args.batch_size, progress: true };
+    let answers_only = args.answers_only.unwrap_or(config.data.loss_on == infini_train::config::LossOn::Answers);
+    let options = EvalOptions {
+        max_docs: args.max_docs,
+        max_tokens_per_doc: args.max_tokens_per_doc,
+        batch_size: args.batch_size,
+        progress: true,
+        answers_only,
+    };
     let result = evaluate(&model, &config.model, split_data, &options, &device)?;
     println!("checkpoint        {} (step {})", ckpt.display(), state.step);
     println!("data              {} [{split}], {} documents, {} tokens", data_dir.display(), result.documents, result.tokens);
-    println!("loss              {:.4} nats/token", result.loss);
+    println!("loss              {:.4} nats/token{}", result.loss, if answers_only { " (answer tokens only)" } else { "" });
     println!("perplexity        {:.3} (token), {:.3} (word)", result.perplexity, result.word_perplexity);
     println!("bits per byte     {:.4}", result.bits_per_byte);
     println!("speed             {:.0} tokens/s ({:.1}s)", result.tokens_per_s, result.seconds);

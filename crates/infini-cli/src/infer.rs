@@ -1,4 +1,4 @@
-//! `infini generate`, `infini passkey`, `infini passkey-data` and `infini inspect`.
+//! `infini generate`, `infini passkey` and `infini inspect`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use infini_data::{PreparedData, Split, Tokenizer};
 use infini_train::checkpoint::{self, load_for_inference};
-use infini_train::generate::{Sampling, generate, parse_lengths, passkey_cell, passkey_document};
+use infini_train::generate::{Sampling, generate, parse_lengths, passkey_cell};
 use infini_train::{backend, inspect};
 
 /// Arguments of `infini generate`.
@@ -60,29 +60,13 @@ pub struct PasskeyArgs {
     /// Also write the table as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also show, for one prompt per length (key at the middle), each head's gate and how much
+    /// of its memory read the question puts on the key sentence versus the filler.
+    #[arg(long)]
+    pub diagnose: bool,
     /// Compute backend: flex, wgpu or cuda.
     #[arg(long, default_value = "flex")]
     pub backend: String,
-}
-
-/// Arguments of `infini passkey-data`.
-#[derive(Args)]
-pub struct PasskeyDataArgs {
-    /// Tokenizer that sets the lengths (that of the model to fine-tune).
-    #[arg(long)]
-    pub tokenizer: PathBuf,
-    /// Output folder (a text corpus with train/, validation/, test/).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Training documents (validation and test get a tenth each).
-    #[arg(long, default_value_t = 1000)]
-    pub count: usize,
-    /// Document length in tokens (K = 1024); the paper fine-tunes on 5K.
-    #[arg(long, default_value = "5K")]
-    pub length: String,
-    /// Seed of keys and depths.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
 }
 
 /// Arguments of `infini inspect`.
@@ -181,33 +165,40 @@ pub fn passkey_cmd(args: PasskeyArgs) -> Result<()> {
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&cells)?).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
     }
+    if args.diagnose {
+        diagnose(&model, &config.model, &encode, &lengths, &device);
+    }
     Ok(())
 }
 
-pub fn passkey_data_cmd(args: PasskeyDataArgs) -> Result<()> {
-    let tok = Tokenizer::load(&args.tokenizer)?;
-    let length = *parse_lengths(&args.length).map_err(|e| anyhow!("--length: {e}"))?.first().expect("one length");
-    let encode = encoder(&tok);
-    let mut state = args.seed;
-    let mut next = move || (infini_data::stream::splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
-    let held = (args.count / 10).max(1);
-    for (split, count) in [("train", args.count), ("validation", held), ("test", held)] {
-        let dir = args.out.join(split);
-        std::fs::create_dir_all(&dir).map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
-        for i in 0..count {
-            let key = 10_000 + (next() * 90_000.0) as u32;
-            let depth = next();
-            let text = passkey_document(&encode, key, length, depth);
-            infini_data::fsutil::atomic_write(&dir.join(format!("passkey-{i:06}.txt")), text.as_bytes())?;
+/// Per head: gate, and the share of the question's memory read that falls on the key sentence.
+fn diagnose(model: &infini_model::InfiniLm, config: &infini_model::ModelConfig, encode: &dyn Fn(&str) -> Vec<u32>, lengths: &[usize], device: &burn::tensor::Device) {
+    if !config.memory.has_memory() {
+        println!("no compressive memory (memory = {:?}): nothing to diagnose", config.memory);
+        return;
+    }
+    let gates = inspect::inspect(model, config, None, device).gates;
+    println!("\ngate sigmoid(beta) per layer and head (1 = memory, 0 = local):");
+    for (l, g) in gates.iter().enumerate() {
+        println!("  layer {l}: {}", g.iter().map(|g| format!("{g:.3}")).collect::<Vec<_>>().join("  "));
+    }
+    let key = 48_213;
+    let sentence = encode(&infini_train::generate::passkey_sentence(key)).len();
+    for &length in lengths {
+        let (prompt, at) = infini_train::generate::passkey_prompt(encode, key, length, 0.5);
+        let r = inspect::retrieval_share(model, config, &prompt, at..at + sentence, device);
+        println!(
+            "length {length}, key at depth 0.5: of the {} tokens in memory {} are the key sentence ({:.2}%)",
+            r.memory_tokens,
+            r.focus_tokens,
+            100.0 * r.focus_tokens as f64 / r.memory_tokens.max(1) as f64
+        );
+        println!("  share of the question's read on the key sentence (weight per key token / per filler token):");
+        for (l, (share, ratio)) in r.share.iter().zip(&r.ratio).enumerate() {
+            let cells: Vec<String> = share.iter().zip(ratio).map(|(s, q)| format!("{:>6.2}% ({q:>7.1}x)", 100.0 * s)).collect();
+            println!("  layer {l}: {}", cells.join("  "));
         }
     }
-    println!(
-        "wrote {} passkey documents of about {length} tokens to {} (train/, validation/, test/); next: infini data prepare --dataset {} --format text ...",
-        args.count + 2 * held,
-        args.out.display(),
-        args.out.display()
-    );
-    Ok(())
 }
 
 pub fn inspect_cmd(args: InspectArgs) -> Result<()> {

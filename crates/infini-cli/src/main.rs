@@ -45,8 +45,6 @@ enum Command {
     Generate(infer::GenerateArgs),
     /// Passkey retrieval: accuracy at finding a 5-digit key hidden in long filler text.
     Passkey(infer::PasskeyArgs),
-    /// Write a text corpus of passkey examples for fine-tuning (then `data prepare` it).
-    PasskeyData(infer::PasskeyDataArgs),
     /// Show each head's gate sigmoid(beta) and its memory's size after a document.
     Inspect(infer::InspectArgs),
     /// Draw a run's training curves (loss, LR, gradient norm, gates) into RUN_DIR/curves.png.
@@ -106,7 +104,6 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Generate(args) => infer::generate_cmd(args),
         Command::Passkey(args) => infer::passkey_cmd(args),
-        Command::PasskeyData(args) => infer::passkey_data_cmd(args),
         Command::Inspect(args) => infer::inspect_cmd(args),
         Command::Plot { run_dir } => infini_train::plot::plot_run(&run_dir)
             .map(|p| println!("wrote {}", p.display()))

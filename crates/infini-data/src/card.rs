@@ -28,6 +28,9 @@ pub struct DatasetCard {
     pub source: String,
     /// How to obtain the corpus (a command or instructions).
     pub obtain: String,
+    /// For `format = "synthetic"`: what to generate.
+    #[serde(default)]
+    pub synthetic: Option<crate::synthetic::SyntheticSpec>,
 }
 
 impl DatasetCard {
@@ -65,7 +68,7 @@ pub fn open_dataset(dataset: &Path, format: Option<&str>, config_filter: Option<
     if dataset.extension().is_some_and(|e| e == "toml") {
         let card = DatasetCard::load(dataset)?;
         let root = card.root(dataset);
-        if !root.is_dir() {
+        if !root.is_dir() && card.format != "synthetic" {
             return fail(format!(
                 "dataset `{}` is not at {} (from {}); to get it: {}",
                 card.name,
@@ -75,6 +78,15 @@ pub fn open_dataset(dataset: &Path, format: Option<&str>, config_filter: Option<
             ));
         }
         let format = Format::parse(format.unwrap_or(&card.format))?;
+        if format == Format::Synthetic {
+            let Some(spec) = card.synthetic else {
+                return fail(format!("{}: format \"synthetic\" needs a [synthetic] table (task, min_tokens, max_tokens, ...)", dataset.display()));
+            };
+            return Corpus::synthetic(dataset, spec).map_err(|e| crate::error::DataError(format!("{}: {e}", dataset.display())));
+        }
+        if card.synthetic.is_some() {
+            return fail(format!("{}: a [synthetic] table needs format = \"synthetic\"", dataset.display()));
+        }
         return Corpus::open(root, format, config_filter.or(card.config_filter));
     }
     if !dataset.is_dir() {

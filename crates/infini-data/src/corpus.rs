@@ -70,6 +70,8 @@ pub enum Format {
     ProofPile,
     /// A folder of `.txt` files.
     Text,
+    /// Generated long-range tasks (a dataset card's `[synthetic]` table; see [`crate::synthetic`]).
+    Synthetic,
 }
 
 impl Format {
@@ -79,7 +81,8 @@ impl Format {
             "pg19" => Ok(Format::Pg19),
             "proof-pile" | "proofpile" => Ok(Format::ProofPile),
             "text" => Ok(Format::Text),
-            other => fail(format!("unknown corpus format `{other}`: use pg19, proof-pile or text")),
+            "synthetic" => Ok(Format::Synthetic),
+            other => fail(format!("unknown corpus format `{other}`: use pg19, proof-pile, text or synthetic")),
         }
     }
 }
@@ -93,6 +96,18 @@ pub struct Document {
     pub title: String,
     /// The full text.
     pub text: String,
+    /// Pieces of the text, each tokenized on its own, and which are answers (synthetic tasks);
+    /// empty: the whole text is one piece and nothing is an answer.
+    pub spans: Vec<Span>,
+}
+
+/// One piece of a [`Document`]: it ends at byte `end` (and starts where the previous ended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// Byte offset of the piece's end in the text.
+    pub end: usize,
+    /// Whether the piece is an answer (the target of `data.loss_on = "answers"`).
+    pub answer: bool,
 }
 
 /// A corpus on disk: where it is, its layout, and an optional proof-pile `meta.config` filter.
@@ -104,6 +119,8 @@ pub struct Corpus {
     pub format: Format,
     /// For proof-pile: keep only rows whose `meta.config` equals this.
     pub config_filter: Option<String>,
+    /// For synthetic corpora: what to generate.
+    pub synthetic: Option<crate::synthetic::SyntheticSpec>,
 }
 
 /// A boxed stream of documents.
@@ -117,8 +134,8 @@ impl Corpus {
             return fail(format!("corpus folder {} does not exist or is not a folder", root.display()));
         }
         let root = fs::canonicalize(&root).context(|| format!("cannot resolve {}", root.display()))?;
-        let corpus = Corpus { root, format, config_filter };
-        if format != Format::Text {
+        let corpus = Corpus { root, format, config_filter, synthetic: None };
+        if !matches!(format, Format::Text | Format::Synthetic) {
             for split in Split::ALL {
                 let dir = corpus.split_dir(split);
                 if !dir.is_dir() {
@@ -140,6 +157,7 @@ impl Corpus {
             Format::Pg19 => "pg19",
             Format::ProofPile => "proof-pile",
             Format::Text => "text",
+            Format::Synthetic => "synthetic",
         }
     }
 
@@ -150,9 +168,28 @@ impl Corpus {
         }
     }
 
-    /// The documents of `split`, in a deterministic order, read lazily.
+    /// A synthetic corpus generated from `spec` (no files; `root` only names it).
+    pub fn synthetic(root: impl Into<PathBuf>, spec: crate::synthetic::SyntheticSpec) -> Result<Corpus> {
+        spec.validate()?;
+        Ok(Corpus { root: root.into(), format: Format::Synthetic, config_filter: None, synthetic: Some(spec) })
+    }
+
+    /// The documents of `split`, in a deterministic order, read lazily. Synthetic documents are
+    /// sized with an estimate of their token counts; see [`Self::documents_sized`].
     pub fn documents(&self, split: Split) -> Result<Documents> {
+        self.documents_sized(split, &crate::synthetic::estimate_tokens)
+    }
+
+    /// [`Self::documents`], with `count` giving a text's length in tokens (synthetic corpora
+    /// choose their lengths in tokens of the tokenizer that prepares them).
+    pub fn documents_sized(&self, split: Split, count: &dyn Fn(&str) -> usize) -> Result<Documents> {
         match self.format {
+            Format::Synthetic => {
+                let Some(spec) = &self.synthetic else {
+                    return fail("format synthetic needs a dataset card with a [synthetic] table (see datasets/passkey.toml)");
+                };
+                Ok(Box::new(spec.documents(split, count).into_iter().map(Ok)))
+            }
             Format::Pg19 => pg19_documents(self, split),
             Format::ProofPile => proof_pile_documents(self, split),
             Format::Text => text_documents(self, split),
@@ -165,6 +202,7 @@ impl Corpus {
             Format::Pg19 => Ok(pg19_books(self, split, &pg19_metadata(&self.root)?)?.into_iter().map(|(_, p)| p).collect()),
             Format::ProofPile => proof_pile_files(&self.split_dir(split)),
             Format::Text => Ok(text_split(&self.root)?.remove(&split).unwrap_or_default()),
+            Format::Synthetic => Ok(Vec::new()),
         }
     }
 }
@@ -260,7 +298,7 @@ fn pg19_documents(corpus: &Corpus, split: Split) -> Result<Documents> {
     Ok(Box::new(books.into_iter().map(move |(id, path)| {
         let text = read_text(&path)?;
         let title = titles.get(&id).cloned().unwrap_or_else(|| id.clone());
-        Ok(Document { id, title, text })
+        Ok(Document { id, title, text, spans: Vec::new() })
     })))
 }
 
@@ -363,7 +401,7 @@ fn proof_pile_documents(corpus: &Corpus, split: Split) -> Result<Documents> {
             .or_else(|| row.meta.get("source"))
             .and_then(|t| t.as_str())
             .map_or_else(|| id.clone(), str::to_string);
-        Some(Ok(Document { id, title, text: row.text }))
+        Some(Ok(Document { id, title, text: row.text, spans: Vec::new() }))
     })))
 }
 
@@ -425,6 +463,6 @@ fn text_documents(corpus: &Corpus, split: Split) -> Result<Documents> {
         let text = read_text(&path)?;
         let id = path.strip_prefix(&root).unwrap_or(&path).to_string_lossy().into_owned();
         let title = path.file_stem().unwrap().to_string_lossy().into_owned();
-        Ok(Document { id, title, text })
+        Ok(Document { id, title, text, spans: Vec::new() })
     })))
 }

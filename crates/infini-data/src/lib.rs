@@ -8,10 +8,11 @@ pub mod fsutil;
 pub mod progress;
 pub mod shards;
 pub mod stream;
+pub mod synthetic;
 pub mod tokenizer;
 
 pub use card::open_dataset;
-pub use corpus::{Corpus, Document, Format, Split};
+pub use corpus::{Corpus, Document, Format, Span, Split};
 pub use error::{DataError, Result};
 pub use shards::{Manifest, PreparedData, PrepareOptions, SplitData, prepare};
 pub use stream::{SegmentBatch, SegmentStream, StreamCursor};

@@ -68,6 +68,9 @@ pub struct DocEntry {
     pub bytes: u64,
     /// Whitespace-separated words of the text (for word-level perplexity).
     pub words: u64,
+    /// Token ranges `[start, end)` of the answers (synthetic tasks; see `data.loss_on`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<[u64; 2]>,
 }
 
 /// Totals of one split.
@@ -124,7 +127,7 @@ fn shard_paths(dir: &Path, split: Split, index: u32) -> (PathBuf, PathBuf) {
 
 /// Hash of the names and sizes of a corpus's files: changes when the corpus does.
 fn fingerprint(corpus: &Corpus) -> Result<String> {
-    let mut text = String::new();
+    let mut text = corpus.synthetic.as_ref().map(|s| s.describe()).unwrap_or_default();
     for split in Split::ALL {
         for path in corpus.files(split)? {
             let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -313,8 +316,9 @@ struct ShardWriter<'a> {
 }
 
 impl ShardWriter<'_> {
-    fn push(&mut self, doc: &Document, ids: &[u32]) {
+    fn push(&mut self, doc: &Document, ids: &[u32], answers: Vec<[u64; 2]>) {
         self.docs.push(DocEntry {
+            answers,
             id: doc.id.clone(),
             title: doc.title.clone(),
             offset: self.tokens,
@@ -375,7 +379,8 @@ fn prepare_split(
     };
     let vocab = tokenizer.vocab_size() as u32;
     // Documents without tokens are dropped before counting, so `skip` counts kept documents.
-    let mut documents = corpus.documents(split)?.filter(|d| d.as_ref().map_or(true, |d| !d.text.is_empty()));
+    let count = |text: &str| tokenizer.encode(text).map_or(0, |ids| ids.len());
+    let mut documents = corpus.documents_sized(split, &count)?.filter(|d| d.as_ref().map_or(true, |d| !d.text.is_empty()));
     let mut skipped = 0;
     while skipped < skip {
         match documents.next() {
@@ -390,12 +395,13 @@ fn prepare_split(
         if batch.is_empty() {
             break;
         }
-        let encoded: Vec<Vec<u32>> = batch.par_iter().map(|d| tokenizer.encode(&d.text)).collect::<Result<_>>()?;
-        for (doc, ids) in batch.iter().zip(&encoded) {
+        let encoded: Vec<(Vec<u32>, Vec<[u64; 2]>)> = batch.par_iter().map(|d| encode_document(tokenizer, d)).collect::<Result<_>>()?;
+        for (doc, (ids, answers)) in batch.iter().zip(encoded) {
+            let ids = &ids;
             if let Some(&bad) = ids.iter().find(|&&t| t >= vocab) {
                 return fail(format!("tokenizer produced id {bad} ≥ its vocab size {vocab}: the tokenizer file is inconsistent"));
             }
-            writer.push(doc, ids);
+            writer.push(doc, ids, answers);
             summary.documents += 1;
             summary.tokens += ids.len() as u64;
             summary.bytes += doc.text.len() as u64;
@@ -411,6 +417,24 @@ fn prepare_split(
     summary.shards = writer.index;
     progress.finish();
     Ok(summary)
+}
+
+/// The tokens of a document and the token ranges of its answers: a document with spans is
+/// tokenized piece by piece, so that every answer is a whole number of tokens.
+fn encode_document(tokenizer: &Tokenizer, doc: &Document) -> Result<(Vec<u32>, Vec<[u64; 2]>)> {
+    if doc.spans.is_empty() {
+        return Ok((tokenizer.encode(&doc.text)?, Vec::new()));
+    }
+    let (mut ids, mut answers, mut start) = (Vec::new(), Vec::new(), 0);
+    for span in &doc.spans {
+        let piece = tokenizer.encode(&doc.text[start..span.end])?;
+        if span.answer && !piece.is_empty() {
+            answers.push([ids.len() as u64, (ids.len() + piece.len()) as u64]);
+        }
+        ids.extend(piece);
+        start = span.end;
+    }
+    Ok((ids, answers))
 }
 
 /// Opened prepared data (read-only).
@@ -492,12 +516,27 @@ impl SplitData {
         for (title, ids) in documents {
             ids.iter().for_each(|t| bytes.extend_from_slice(&t.to_le_bytes()));
             let len = ids.len() as u64;
-            docs.push((0, DocEntry { id: title.clone(), title, offset, len, bytes: len, words: len }));
+            docs.push((0, DocEntry { id: title.clone(), title, offset, len, bytes: len, words: len, answers: Vec::new() }));
             offset += len;
         }
         let mut map = memmap2::MmapMut::map_anon(bytes.len().max(1)).expect("anonymous map");
         map[..bytes.len()].copy_from_slice(&bytes);
         SplitData { split, shards: vec![map.make_read_only().expect("read-only map")], docs, dtype: TokenDtype::U32 }
+    }
+
+    /// [`Self::from_documents`] with the answer ranges of each document (tests, generated data).
+    pub fn from_answered(split: Split, documents: Vec<(String, Vec<u32>, Vec<[u64; 2]>)>) -> SplitData {
+        let answers: Vec<Vec<[u64; 2]>> = documents.iter().map(|d| d.2.clone()).collect();
+        let mut data = Self::from_documents(split, documents.into_iter().map(|(t, ids, _)| (t, ids)).collect());
+        for ((_, entry), a) in data.docs.iter_mut().zip(answers) {
+            entry.answers = a;
+        }
+        data
+    }
+
+    /// Whether any document has answer ranges (only synthetic tasks do).
+    pub fn has_answers(&self) -> bool {
+        self.docs.iter().any(|(_, d)| !d.answers.is_empty())
     }
 
     /// Number of documents.

@@ -111,6 +111,11 @@ pub struct SegmentStream {
     cursor: StreamCursor,
     /// Read at most this many tokens of each document (evaluation on long books).
     limit: Option<usize>,
+    /// Put the mask (the loss) on answer tokens only.
+    answers_only: bool,
+    /// While a document-aligned example is being cut: streams whose document has ended pad
+    /// instead of starting the next one.
+    hold: bool,
 }
 
 impl SegmentStream {
@@ -180,7 +185,20 @@ impl SegmentStream {
         if cursor.next > order.len() || cursor.streams.iter().any(|s| s.doc.is_some_and(|d| d >= split.len())) {
             return fail("the saved data position is out of range for this split: resume with the same prepared data");
         }
-        Ok(Self { split, segment_len, eligible, order, cursor, limit: None })
+        Ok(Self { split, segment_len, eligible, order, cursor, limit: None, answers_only: false, hold: false })
+    }
+
+    /// Masks every target but the answer tokens of the documents (synthetic tasks), so that
+    /// the loss falls on the answers alone; refused for a split without answers.
+    pub fn answers_only(mut self, on: bool) -> Result<Self> {
+        if on && !self.split.has_answers() {
+            return fail(format!(
+                "the {} split has no answer tokens (only synthetic datasets mark answers): use data.loss_on = \"all\"",
+                self.split.split
+            ));
+        }
+        self.answers_only = on;
+        Ok(self)
     }
 
     /// The current position, to save in a checkpoint.
@@ -233,7 +251,7 @@ impl SegmentStream {
             docs: vec![None; b],
         };
         for s in 0..b {
-            if self.remaining(&self.cursor.streams[s]) == 0 {
+            if self.remaining(&self.cursor.streams[s]) == 0 && !self.hold {
                 let doc = self.next_document();
                 self.cursor.streams[s] = StreamPos { doc, offset: 0 };
                 out.reset[s] = doc.is_some();
@@ -244,7 +262,17 @@ impl SegmentStream {
             let tokens = self.split.tokens(doc, pos.offset..pos.offset + take + 1);
             out.inputs[s * n..s * n + take].copy_from_slice(&tokens[..take]);
             out.targets[s * n..s * n + take].copy_from_slice(&tokens[1..]);
-            out.mask[s * n..s * n + take].fill(1.0);
+            if self.answers_only {
+                // Target i of this segment is token `offset + i + 1` of the document.
+                for [a, b] in &self.split.doc(doc).answers {
+                    let (a, b) = (*a as usize, *b as usize);
+                    let from = a.saturating_sub(pos.offset + 1).min(take);
+                    let to = b.saturating_sub(pos.offset + 1).min(take);
+                    out.mask[s * n + from..s * n + to].fill(1.0);
+                }
+            } else {
+                out.mask[s * n..s * n + take].fill(1.0);
+            }
             out.docs[s] = Some(doc);
             self.cursor.streams[s].offset += take;
         }
@@ -254,5 +282,22 @@ impl SegmentStream {
     /// A training example of `k` consecutive segments per stream (L = k·N tokens).
     pub fn next_example(&mut self, k: usize) -> Vec<SegmentBatch> {
         (0..k).map(|_| self.next_segment()).collect()
+    }
+
+    /// A training example of `k` segments per stream in which every stream starts a new
+    /// document, reads it from its start (at most k·N tokens; the rest is skipped) and pads
+    /// once it ends: so the example spans whole documents, key and question together.
+    pub fn next_aligned_example(&mut self, k: usize) -> Vec<SegmentBatch> {
+        for s in 0..self.batch() {
+            if let Some(doc) = self.cursor.streams[s].doc {
+                // Skip what is left of the document: the next segment starts a new one.
+                self.cursor.streams[s].offset = self.split.doc(doc).len as usize;
+            }
+        }
+        let mut example = vec![self.next_segment()];
+        self.hold = true;
+        example.extend((1..k).map(|_| self.next_segment()));
+        self.hold = false;
+        example
     }
 }

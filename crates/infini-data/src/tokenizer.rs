@@ -6,7 +6,10 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
 use crate::corpus::Document;
@@ -70,12 +73,15 @@ impl Tokenizer {
 
 /// Trains a byte-level BPE of `vocab_size` ids on `documents` (at most `max_bytes` of text),
 /// writes it atomically to `out` and returns it loaded. Id 0 is [`END_OF_TEXT`].
-/// `expected_bytes`, if known, sizes the progress bar.
+/// `expected_bytes`, if known, sizes the progress bar. With `split_digits` every digit is a
+/// token of its own (numbers are never merged), as in Llama's and PaLM's tokenizers: a key
+/// of 5 digits is then always 5 tokens from a set of 10.
 pub fn train_bpe(
     documents: impl Iterator<Item = Result<Document>> + Send,
     vocab_size: usize,
     max_bytes: u64,
     expected_bytes: Option<u64>,
+    split_digits: bool,
     out: &Path,
 ) -> Result<Tokenizer> {
     if vocab_size < 257 {
@@ -88,9 +94,15 @@ pub fn train_bpe(
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .special_tokens(vec![AddedToken::from(END_OF_TEXT, true)])
         .build();
-    let mut tokenizer = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+    let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::default().add_prefix_space(false));
+    let pre_tokenizer = if split_digits {
+        PreTokenizerWrapper::Sequence(Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level]))
+    } else {
+        byte_level
+    };
+    let mut tokenizer = TokenizerBuilder::<BPE, NormalizerWrapper, PreTokenizerWrapper, ByteLevel, ByteLevel>::new()
         .with_model(BPE::default())
-        .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+        .with_pre_tokenizer(Some(pre_tokenizer))
         .with_post_processor(Some(ByteLevel::default().trim_offsets(false)))
         .with_decoder(Some(ByteLevel::default()))
         .build()

@@ -25,7 +25,7 @@ fn corpus(root: &Path, books: usize, words: usize) -> Corpus {
 }
 
 fn tokenizer(corpus: &Corpus, dir: &Path) -> Tokenizer {
-    train_bpe(corpus.documents(Split::Train).unwrap(), 300, u64::MAX, None, &dir.join("tok.json")).unwrap()
+    train_bpe(corpus.documents(Split::Train).unwrap(), 300, u64::MAX, None, false, &dir.join("tok.json")).unwrap()
 }
 
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -132,7 +132,7 @@ fn another_tokenizer_or_corpus_is_refused() {
     let out = dir.path().join("prepared");
     prepare(&corpus_a, &tok, &out, &PrepareOptions::default()).unwrap();
 
-    let other = train_bpe(corpus_a.documents(Split::Train).unwrap(), 280, u64::MAX, None, &dir.path().join("t2.json")).unwrap();
+    let other = train_bpe(corpus_a.documents(Split::Train).unwrap(), 280, u64::MAX, None, false, &dir.path().join("t2.json")).unwrap();
     let e = prepare(&corpus_a, &other, &out, &PrepareOptions::default()).err().unwrap().to_string();
     assert!(e.contains("another tokenizer") && !e.contains('\n'), "{e}");
 
@@ -153,7 +153,7 @@ fn empty_corpus_is_refused() {
         fs::create_dir_all(root.join(s)).unwrap();
     }
     let corpus = Corpus::open(&root, Format::Text, None).unwrap();
-    let e = train_bpe(corpus.documents(Split::Train).unwrap(), 300, u64::MAX, None, &dir.path().join("t.json"));
+    let e = train_bpe(corpus.documents(Split::Train).unwrap(), 300, u64::MAX, None, false, &dir.path().join("t.json"));
     assert!(e.err().unwrap().to_string().contains("too little text"));
     let full = self::corpus(&dir.path().join("full"), 5, 100);
     let tok = tokenizer(&full, dir.path());

@@ -270,6 +270,22 @@ impl InfiniLm {
         matmul(hidden.reshape([b * n, d]), w, self.compute).reshape([b, n, vocab])
     }
 
+    /// One segment of `tokens: [B, N]` through the blocks, returning what each layer's
+    /// attention read (its normed input `[B, N, d_model]`, from which its Q, K and V are
+    /// projected) and the updated memory: for diagnostics of what the memory stores and reads.
+    pub fn attention_inputs(&self, tokens: Tensor<2, Int>, memory: MemoryState) -> (Vec<Tensor<3>>, MemoryState) {
+        let mut layers = memory.layers.into_iter();
+        let (mut inputs, mut next) = (Vec::with_capacity(self.blocks.len()), Vec::with_capacity(self.blocks.len()));
+        let mut h = self.embed(tokens);
+        for block in &self.blocks {
+            inputs.push(block.attn_norm.forward(h.clone()));
+            let (out, memory) = block.forward(h, &self.rope, layers.next());
+            h = out;
+            next.extend(memory);
+        }
+        (inputs, MemoryState { layers: next })
+    }
+
     /// One segment of `tokens: [B, N]` → logits `[B, N, vocab]` and the updated memory.
     pub fn forward(&self, tokens: Tensor<2, Int>, memory: MemoryState, reset: &[bool]) -> (Tensor<3>, MemoryState) {
         let (hidden, memory) = self.forward_embedded(self.embed(tokens), memory, reset);

@@ -43,6 +43,26 @@ pub struct DataConfig {
     /// Seed of the document order.
     #[serde(default)]
     pub seed: u64,
+    /// Which targets carry the loss: `all` tokens, or only the `answers` of a synthetic task
+    /// (training and validation alike).
+    #[serde(default)]
+    pub loss_on: LossOn,
+    /// Every training example starts a new document in every stream (cut to seq_len, padded
+    /// after its end), so one backprop window spans a whole document — a passkey and its
+    /// question together. Off: streams run on through the documents, examples cut anywhere.
+    #[serde(default)]
+    pub align_documents: bool,
+}
+
+/// `data.loss_on`: which targets the loss counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossOn {
+    /// Every token.
+    #[default]
+    All,
+    /// Only the answer tokens of a synthetic task.
+    Answers,
 }
 
 /// Optimizer choice.
@@ -265,6 +285,9 @@ impl RunConfig {
             if v == 0 {
                 return Err(format!("{key}: must be at least 1, got 0"));
             }
+        }
+        if d.align_documents && d.streaming {
+            return Err("data.align_documents: examples that start a new document cannot also carry the memory on (data.streaming); set one of them to false".into());
         }
         if d.seq_len % n != 0 {
             return Err(format!("data.seq_len: {} is not a multiple of model.segment_len ({n})", d.seq_len));

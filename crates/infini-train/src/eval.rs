@@ -26,6 +26,8 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// Show a progress bar.
     pub progress: bool,
+    /// Count only the answer tokens of a synthetic task.
+    pub answers_only: bool,
 }
 
 /// NLL and token count of segments at one index within their documents.
@@ -77,7 +79,7 @@ pub fn evaluate(model: &InfiniLm, config: &ModelConfig, split: Arc<SplitData>, o
     let limit = (options.max_tokens_per_doc > 0).then_some(options.max_tokens_per_doc);
     let docs: Vec<usize> = (0..count).collect();
     let expected: u64 = docs.iter().map(|&d| (split.doc(d).len as usize).min(limit.unwrap_or(usize::MAX)).saturating_sub(1) as u64).sum();
-    let mut stream = SegmentStream::documents(split.clone(), options.batch_size, n, docs, limit)?;
+    let mut stream = SegmentStream::documents(split.clone(), options.batch_size, n, docs, limit)?.answers_only(options.answers_only)?;
     let batch = stream.batch();
     let mut memory = MemoryState::empty(config, batch, device);
     let mut result = EvalResult::default();
@@ -97,19 +99,20 @@ pub fn evaluate(model: &InfiniLm, config: &ModelConfig, split: Arc<SplitData>, o
             }
             let Some(doc) = segment.docs[s] else { continue };
             let tokens = segment.mask[s * n..(s + 1) * n].iter().filter(|&&m| m > 0.0).count() as u64;
+            seg_index[s] += 1;
             if tokens == 0 {
                 continue;
             }
+            let index = seg_index[s] - 1;
             covered[doc] += tokens;
             result.nll += per_stream[s];
             result.tokens += tokens;
-            if result.by_segment.len() <= seg_index[s] {
-                result.by_segment.push(SegmentStat { index: seg_index[s], ..Default::default() });
+            while result.by_segment.len() <= index {
+                result.by_segment.push(SegmentStat { index: result.by_segment.len(), ..Default::default() });
             }
-            let stat = &mut result.by_segment[seg_index[s]];
+            let stat = &mut result.by_segment[index];
             stat.nll += per_stream[s];
             stat.tokens += tokens;
-            seg_index[s] += 1;
         }
         if let Some(p) = progress.as_mut() {
             p.set_position(result.tokens);

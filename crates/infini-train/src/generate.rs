@@ -104,62 +104,24 @@ pub fn generate(
     out
 }
 
-/// The pieces of the passkey prompt (Mohtashami & Jaggi 2023, as used by the paper).
-pub const PASSKEY_INSTRUCTION: &str = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you about the important information there.";
-/// Filler repeated to reach the target length.
-pub const PASSKEY_FILLER: &str = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
-/// The question closing the prompt; the answer is the key's digits.
-pub const PASSKEY_QUESTION: &str = " What is the pass key? The pass key is";
-
-/// The sentence hiding `key`.
-pub fn passkey_sentence(key: u32) -> String {
-    format!(" The pass key is {key}. Remember it. {key} is the pass key.")
-}
-
-/// Filler repeats (total, before the key) for a prompt of about `length` tokens with the key at
-/// `depth`, given the token counts of the fixed parts and of one filler.
-fn filler_repeats(length: usize, fixed: usize, filler: usize, depth: f64) -> (usize, usize) {
-    let repeats = length.saturating_sub(fixed).div_ceil(filler.max(1)).max(1);
-    let before = ((depth.clamp(0.0, 1.0) * repeats as f64).round() as usize).min(repeats);
-    (repeats, before)
-}
+pub use infini_data::synthetic::{PASSKEY_FILLER, PASSKEY_INSTRUCTION, PASSKEY_QUESTION, passkey_sentence};
 
 /// A passkey prompt of about `length` tokens with the key sentence at `depth` (0 = start,
-/// 1 = end) of the filler. Returns the prompt and the token index where the key sentence starts.
-pub fn passkey_prompt(
-    encode: &dyn Fn(&str) -> Vec<u32>,
-    key: u32,
-    length: usize,
-    depth: f64,
-) -> (Vec<u32>, usize) {
-    let (head, filler, sentence, question) =
-        (encode(PASSKEY_INSTRUCTION), encode(PASSKEY_FILLER), encode(&passkey_sentence(key)), encode(PASSKEY_QUESTION));
-    let fixed = head.len() + sentence.len() + question.len();
-    let (repeats, before) = filler_repeats(length, fixed, filler.len(), depth);
-    let mut prompt = head;
-    for _ in 0..before {
-        prompt.extend_from_slice(&filler);
-    }
-    let at = prompt.len();
-    prompt.extend_from_slice(&sentence);
-    for _ in before..repeats {
-        prompt.extend_from_slice(&filler);
-    }
-    prompt.extend_from_slice(&question);
-    (prompt, at)
-}
-
-/// A passkey training document: the prompt of about `length` tokens, then the answer.
-pub fn passkey_document(encode: &dyn Fn(&str) -> Vec<u32>, key: u32, length: usize, depth: f64) -> String {
+/// 1 = end) of the filler, each piece tokenized on its own as in prepared synthetic data
+/// ([`infini_data::synthetic`]). Returns the prompt and the token index where the key sentence starts.
+pub fn passkey_prompt(encode: &dyn Fn(&str) -> Vec<u32>, key: u32, length: usize, depth: f64) -> (Vec<u32>, usize) {
+    let count = |s: &str| encode(s).len();
+    let filler = encode(PASSKEY_FILLER);
     let sentence = passkey_sentence(key);
-    let fixed = [PASSKEY_INSTRUCTION, sentence.as_str(), PASSKEY_QUESTION].iter().map(|s| encode(s).len()).sum();
-    let (repeats, before) = filler_repeats(length, fixed, encode(PASSKEY_FILLER).len(), depth);
-    let mut text = String::from(PASSKEY_INSTRUCTION);
-    text += &PASSKEY_FILLER.repeat(before);
-    text += &sentence;
-    text += &PASSKEY_FILLER.repeat(repeats - before);
-    text += PASSKEY_QUESTION;
-    text + &format!(" {key}.")
+    let mut prompt = Vec::with_capacity(length + 16);
+    let mut at = 0;
+    for piece in infini_data::synthetic::passkey_prompt_pieces(key, length, depth, filler.len(), &count) {
+        if piece == sentence {
+            at = prompt.len();
+        }
+        if piece == PASSKEY_FILLER { prompt.extend_from_slice(&filler) } else { prompt.extend(encode(&piece)) }
+    }
+    (prompt, at)
 }
 
 /// Accuracy of one (length, depth) cell of the passkey table.
@@ -196,11 +158,12 @@ pub fn passkey_cell(
     seed: u64,
     device: &Device,
 ) -> PasskeyCell {
-    let mut rng = Rng(seed ^ (length as u64).wrapping_mul(31) ^ depth.to_bits());
+    let mut rng = infini_data::synthetic::Rng(seed ^ (length as u64).wrapping_mul(31) ^ depth.to_bits());
     let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
     let mut correct = 0;
     for _ in 0..trials {
-        let key = 10_000 + (rng.uniform() * 90_000.0) as u32;
+        // Held-out keys only: synthetic training data never uses them.
+        let key = rng.key(5, true);
         let (prompt, _) = passkey_prompt(encode, key, length, depth);
         let answer = generate(model, config, &prompt, 8, &greedy, None, device, |_| {});
         if first_number(&decode(&answer)).as_deref() == Some(key.to_string().as_str()) {

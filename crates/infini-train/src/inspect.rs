@@ -48,3 +48,66 @@ pub fn inspect(model: &InfiniLm, config: &ModelConfig, document: Option<&[u32]>,
     }
     report
 }
+
+/// Where the memory's read goes, for one prompt: per layer and head, the retrieval weight
+/// `σ(q)·σ(k_t)` that the prompt's last token puts on the tokens `focus` (e.g. a passkey
+/// sentence) against all the tokens the memory holds (every segment before the last one).
+#[derive(Debug, Serialize)]
+pub struct RetrievalShare {
+    /// Tokens held in memory when the last token reads it.
+    pub memory_tokens: usize,
+    /// Of them, tokens in `focus`.
+    pub focus_tokens: usize,
+    /// Per layer, per head: Σ_focus σ(q)·σ(k_t) / Σ_all σ(q)·σ(k_t), the focus's share of the
+    /// normaliser σ(q)·z (the fraction of the read that comes from the focus).
+    pub share: Vec<Vec<f64>>,
+    /// Per layer, per head: the mean weight of a focus token over that of any other token
+    /// held (1 = the read does not tell them apart).
+    pub ratio: Vec<Vec<f64>>,
+}
+
+/// See [`RetrievalShare`]; `prompt` is read whole segments at a time (Infini-attention only).
+pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], focus: std::ops::Range<usize>, device: &Device) -> RetrievalShare {
+    let (n, h, dk) = (config.segment_len, config.n_heads, config.head_dim());
+    let last_start = (prompt.len() - 1) / n * n;
+    let zeros = || Tensor::<2>::zeros([h, dk], device);
+    let mut focus_sum: Vec<Tensor<2>> = (0..config.n_layers).map(|_| zeros()).collect();
+    let mut total_sum: Vec<Tensor<2>> = (0..config.n_layers).map(|_| zeros()).collect();
+    let mut memory = MemoryState::empty(config, 1, device);
+    let mut share = Vec::new();
+    let mut ratio = Vec::new();
+    let memory_tokens = last_start;
+    let focus_tokens = focus.start.min(last_start)..focus.end.min(last_start);
+    for start in (0..prompt.len()).step_by(n) {
+        let chunk = &prompt[start..(start + n).min(prompt.len())];
+        let ids: Vec<i64> = chunk.iter().map(|&t| t as i64).collect();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, chunk.len()]), device);
+        let (inputs, next) = model.attention_inputs(tokens, memory);
+        memory = next;
+        for (layer, x) in inputs.into_iter().enumerate() {
+            let attn = &model.blocks[layer].attn;
+            let t = chunk.len();
+            if start < last_start {
+                // σ(K) of this segment, [H, t, d_k]: what the memory's normaliser z sums.
+                let k = infini_model::sigma(attn.wk.forward(x).reshape([t, h, dk]).swap_dims(0, 1));
+                total_sum[layer] = total_sum[layer].clone() + k.clone().sum_dim(1).reshape([h, dk]);
+                let (a, b) = (focus.start.clamp(start, start + t), focus.end.clamp(start, start + t));
+                if a < b {
+                    let part = k.slice([0..h, a - start..b - start, 0..dk]).sum_dim(1).reshape([h, dk]);
+                    focus_sum[layer] = focus_sum[layer].clone() + part;
+                }
+            } else {
+                let q = infini_model::sigma(attn.wq.forward(x).slice([0..1, t - 1..t]).reshape([h, dk]));
+                let weight = |s: Tensor<2>| per_head((q.clone() * s).sum_dim(1).reshape([1, h]));
+                let (f, all) = (weight(focus_sum[layer].clone()), weight(total_sum[layer].clone()));
+                let held = focus_tokens.len() as f64;
+                let other = (memory_tokens as f64 - held).max(1.0);
+                share.push(f.iter().zip(&all).map(|(f, a)| f / a.max(1e-30)).collect());
+                ratio.push(
+                    f.iter().zip(&all).map(|(f, a)| (f / held.max(1.0)) / ((a - f).max(1e-30) / other)).collect(),
+                );
+            }
+        }
+    }
+    RetrievalShare { memory_tokens, focus_tokens: focus_tokens.len(), share, ratio }
+}

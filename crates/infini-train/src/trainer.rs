@@ -23,7 +23,7 @@ use infini_model::{InfiniLm, MemoryState};
 use serde_json::json;
 
 use crate::checkpoint::{self, Snapshot, TrainState};
-use crate::config::RunConfig;
+use crate::config::{LossOn, RunConfig};
 use crate::eval::{EvalOptions, EvalResult, evaluate};
 use crate::loss::{head_grad, ids};
 use crate::optim::{build, clip_global_norm, learning_rate, sum_device_grads};
@@ -300,7 +300,10 @@ impl Trainer {
                 eprintln!("initialised weights from {}", ckpt.display());
             }
         }
-        let stream = SegmentStream::resume(train, n, state.cursor.clone()).map_err(|e| e.to_string())?;
+        let answers = config.data.loss_on == LossOn::Answers;
+        let stream = SegmentStream::resume(train, n, state.cursor.clone())
+            .and_then(|s| s.answers_only(answers))
+            .map_err(|e| format!("{}: {e}", config.data.prepared.display()))?;
         let compute = config.train.precision.compute();
         if let Some(dtype) = compute
             && !device.supports_dtype(dtype)
@@ -343,7 +346,10 @@ impl Trainer {
     fn step(&mut self, poison: bool) -> (f64, f64, u64, Option<f64>, bool) {
         let k = self.config.segments_per_example();
         let window = self.config.window_segments();
-        let examples: Vec<Vec<SegmentBatch>> = (0..self.config.train.grad_accum).map(|_| self.stream.next_example(k)).collect();
+        let align = self.config.data.align_documents;
+        let examples: Vec<Vec<SegmentBatch>> = (0..self.config.train.grad_accum)
+            .map(|_| if align { self.stream.next_aligned_example(k) } else { self.stream.next_example(k) })
+            .collect();
         let targets: usize = examples.iter().flatten().map(SegmentBatch::num_targets).sum();
         let scale = if poison { f64::NAN } else { 1.0 / targets.max(1) as f64 };
         // Dropout draws from the device RNG: seeding it per step keeps resumed runs identical.
@@ -440,7 +446,13 @@ impl Trainer {
         let Some(split) = self.validation.clone() else { return Ok(None) };
         let e = &self.config.eval;
         let options =
-            EvalOptions { max_docs: e.max_docs, max_tokens_per_doc: e.max_tokens_per_doc, batch_size: e.batch_size, progress: false };
+            EvalOptions {
+                max_docs: e.max_docs,
+                max_tokens_per_doc: e.max_tokens_per_doc,
+                batch_size: e.batch_size,
+                progress: false,
+                answers_only: self.config.data.loss_on == LossOn::Answers,
+            };
         let model = self.model.valid();
         let device = self.device.clone().without_autodiff();
         let result = evaluate(&model, &self.config.model, split, &options, &device).map_err(|e| e.to_string())?;

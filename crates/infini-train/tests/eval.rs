@@ -62,7 +62,7 @@ fn perplexity_is_token_weighted_and_matches_a_hand_computation() {
             means.extend(m);
         }
         let split = Arc::new(SplitData::from_documents(Split::Test, docs));
-        let options = EvalOptions { max_docs: 0, max_tokens_per_doc: 0, batch_size: 1, progress: false };
+        let options = EvalOptions { max_docs: 0, max_tokens_per_doc: 0, batch_size: 1, progress: false, answers_only: false };
         let result = evaluate(&model, &config, split, &options, &device).unwrap();
         assert_eq!(result.tokens, tokens as u64);
         let want = nll / tokens as f64;
@@ -82,7 +82,7 @@ fn batched_evaluation_equals_one_document_at_a_time() {
     let model = config.init(&device);
     let split = Arc::new(SplitData::from_documents(Split::Test, documents(&[40, 9, 25, 17, 3, 33], config.vocab_size)));
     let run = |batch_size, max_docs, max_tokens_per_doc| {
-        let options = EvalOptions { max_docs, max_tokens_per_doc, batch_size, progress: false };
+        let options = EvalOptions { max_docs, max_tokens_per_doc, batch_size, progress: false, answers_only: false };
         evaluate(&model, &config, split.clone(), &options, &device).unwrap()
     };
     let one = run(1, 0, 0);

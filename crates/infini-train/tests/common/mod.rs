@@ -21,7 +21,7 @@ pub fn prepared(dir: &Path) -> PathBuf {
         fs::write(path, text.join(" ")).unwrap();
     }
     let corpus = Corpus::open(&root, Format::Text, None).unwrap();
-    let tok = train_bpe(corpus.documents(Split::Train).unwrap(), 300, u64::MAX, None, &dir.join("tok.json")).unwrap();
+    let tok = train_bpe(corpus.documents(Split::Train).unwrap(), 300, u64::MAX, None, false, &dir.join("tok.json")).unwrap();
     let out = dir.join("prepared");
     prepare(&corpus, &tok, &out, &PrepareOptions::default()).unwrap();
     out
