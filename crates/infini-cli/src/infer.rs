@@ -147,16 +147,17 @@ pub fn passkey_cmd(args: PasskeyArgs) -> Result<()> {
     let encode = encoder(&tok);
     let decode = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
     let mut cells = Vec::new();
+    println!("passkey: exact answers (in brackets: digits right at their position; chance 10%)");
     print!("{:>9}", "length");
     for d in &depths {
-        print!(" {:>7}", format!("d={d}"));
+        print!(" {:>14}", format!("d={d}"));
     }
     println!();
     for &length in &lengths {
         print!("{length:>9}");
         for &depth in &depths {
             let cell = passkey_cell(&model, &config.model, &encode, &decode, length, depth, args.trials, args.seed, &device);
-            print!(" {:>6.0}%", cell.accuracy * 100.0);
+            print!(" {:>6.0}% ({:>3.0}%)", cell.accuracy * 100.0, cell.digit_accuracy * 100.0);
             let _ = std::io::stdout().flush();
             cells.push(cell);
         }

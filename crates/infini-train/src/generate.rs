@@ -137,6 +137,9 @@ pub struct PasskeyCell {
     pub correct: usize,
     /// correct / trials.
     pub accuracy: f64,
+    /// Mean fraction of the key's digits answered right at their position (partial recall;
+    /// chance is 0.1).
+    pub digit_accuracy: f64,
 }
 
 /// The first run of digits in `text`.
@@ -160,17 +163,21 @@ pub fn passkey_cell(
 ) -> PasskeyCell {
     let mut rng = infini_data::synthetic::Rng(seed ^ (length as u64).wrapping_mul(31) ^ depth.to_bits());
     let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
-    let mut correct = 0;
+    let (mut correct, mut digits) = (0, 0.0);
     for _ in 0..trials {
         // Held-out keys only: synthetic training data never uses them.
         let key = rng.key(5, true);
         let (prompt, _) = passkey_prompt(encode, key, length, depth);
         let answer = generate(model, config, &prompt, 8, &greedy, None, device, |_| {});
-        if first_number(&decode(&answer)).as_deref() == Some(key.to_string().as_str()) {
+        let said = first_number(&decode(&answer)).unwrap_or_default();
+        let key = key.to_string();
+        if said == key {
             correct += 1;
         }
+        digits += key.chars().zip(said.chars()).filter(|(a, b)| a == b).count() as f64 / key.len() as f64;
     }
-    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / trials.max(1) as f64 }
+    let n = trials.max(1) as f64;
+    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / n, digit_accuracy: digits / n }
 }
 
 /// Parses `2K,8K,1M,500` (K = 1024, M = 1024²) into token counts.

@@ -1,0 +1,110 @@
+//! Synthetic long-range tasks: deterministic generation, held-out keys, exact answer spans
+//! through `prepare`, answer-only loss masks and document-aligned examples in the stream.
+
+use std::sync::Arc;
+
+use infini_data::shards::PrepareOptions;
+use infini_data::synthetic::{SyntheticSpec, Task, is_heldout_key};
+use infini_data::tokenizer::train_bpe;
+use infini_data::{Corpus, PreparedData, SegmentStream, Split, SplitData, prepare};
+
+fn spec(task: Task, seed: u64) -> SyntheticSpec {
+    SyntheticSpec { task, seed, train_docs: 60, heldout_docs: 8, min_tokens: 100, max_tokens: 200, digits: 5, pairs: 3 }
+}
+
+fn numbers(text: &str) -> Vec<u32> {
+    text.split(|c: char| !c.is_ascii_digit()).filter(|s| s.len() >= 2).map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn generation_is_deterministic_and_keeps_evaluation_keys_out_of_training() {
+    for task in [Task::Passkey, Task::Recall] {
+        let a = spec(task, 3).documents(Split::Train, &|t| t.len() / 4);
+        assert_eq!(a, spec(task, 3).documents(Split::Train, &|t| t.len() / 4));
+        assert_ne!(a, spec(task, 4).documents(Split::Train, &|t| t.len() / 4));
+        for split in Split::ALL {
+            for doc in spec(task, 3).documents(split, &|t| t.len() / 4) {
+                let keys = numbers(&doc.text);
+                assert!(!keys.is_empty());
+                assert!(keys.iter().all(|&k| is_heldout_key(k) == (split != Split::Train)), "{split}: {keys:?}");
+                // Every answer piece is a key that the text wrote earlier.
+                let mut start = 0;
+                for span in &doc.spans {
+                    let piece = &doc.text[start..span.end];
+                    if span.answer {
+                        let key = numbers(piece)[0];
+                        assert!(doc.text[..start].contains(&key.to_string()), "answer {key} before it was written");
+                    }
+                    start = span.end;
+                }
+                assert_eq!(start, doc.text.len());
+            }
+        }
+    }
+}
+
+#[test]
+fn prepared_answers_are_the_key_tokens_and_lengths_are_in_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::synthetic(dir.path(), spec(Task::Passkey, 1)).unwrap();
+    let tok = train_bpe(corpus.documents(Split::Train).unwrap(), 300, u64::MAX, None, true, &dir.path().join("t.json")).unwrap();
+    let out = dir.path().join("prepared");
+    prepare(&corpus, &tok, &out, &PrepareOptions::default()).unwrap();
+    let split = PreparedData::open(&out).unwrap().split(Split::Test).unwrap();
+    assert!(split.has_answers());
+    // Lengths are whole fillers: within one filler sentence of the length drawn.
+    let filler = tok.encode(infini_data::synthetic::PASSKEY_FILLER).unwrap().len() as u64;
+    for i in 0..split.len() {
+        let doc = split.doc(i);
+        assert!((100..=200 + filler).contains(&doc.len), "document of {} tokens for 100-200", doc.len);
+        // Two answers: the key's second mention and the answer after the question, each
+        // " " + one token per digit.
+        assert_eq!(doc.answers.len(), 2);
+        let ids = split.doc_tokens(i);
+        let texts: Vec<String> = doc.answers.iter().map(|[a, b]| tok.decode(&ids[*a as usize..*b as usize]).unwrap()).collect();
+        assert_eq!(texts[0], texts[1]);
+        assert_eq!(texts[0].trim().len(), 5);
+        assert!(texts[0].trim().chars().all(|c| c.is_ascii_digit()));
+        assert_eq!(doc.answers[1][1] as usize + 1, ids.len(), "the answer and its full stop end the document");
+        let prompt = tok.decode(&ids[..doc.answers[1][0] as usize]).unwrap();
+        assert!(prompt.ends_with("What is the pass key? The pass key is"));
+    }
+}
+
+#[test]
+fn answer_masks_and_document_aligned_examples() {
+    // Two documents of 10 and 5 tokens; answers at tokens 6..8 and 3..4.
+    let docs = vec![
+        ("a".to_string(), (100..110).collect::<Vec<u32>>(), vec![[6u64, 8u64]]),
+        ("b".to_string(), (200..205).collect(), vec![[3, 4]]),
+    ];
+    let split = Arc::new(SplitData::from_answered(Split::Train, docs));
+    // answers only: the target of position i is token i + 1.
+    let mut stream = SegmentStream::sequential(split.clone(), 1, 4).unwrap().answers_only(true).unwrap();
+    let mut masked = Vec::new();
+    while !stream.is_exhausted() {
+        let s = stream.next_segment();
+        masked.extend(s.targets.iter().zip(&s.mask).filter(|(_, m)| **m > 0.0).map(|(t, _)| *t));
+    }
+    assert_eq!(masked, vec![106, 107, 203]);
+
+    // Aligned: every example starts a document at its first token and pads after its end.
+    let mut stream = SegmentStream::shuffled(split.clone(), 2, 4, 9).unwrap();
+    for _ in 0..5 {
+        let example = stream.next_aligned_example(3);
+        for s in 0..2 {
+            assert!(example[0].reset[s]);
+            let first = example[0].inputs[s * 4];
+            assert!(first == 100 || first == 200, "example starts mid-document at {first}");
+            let inputs: Vec<u32> = example.iter().flat_map(|seg| seg.inputs[s * 4..s * 4 + 4].to_vec()).collect();
+            let len = if first == 100 { 9 } else { 4 };
+            assert!(inputs[..len].iter().zip(first..).all(|(a, b)| *a == b));
+            assert!(inputs[len..].iter().all(|&t| t == 0), "padding after the end: {inputs:?}");
+            assert!(example[1..].iter().all(|seg| !seg.reset[s]));
+        }
+    }
+
+    let plain = Arc::new(SplitData::from_documents(Split::Train, vec![("c".into(), vec![1, 2, 3])]));
+    let e = SegmentStream::sequential(plain, 1, 4).unwrap().answers_only(true).err().expect("no answers to train on");
+    assert!(e.to_string().contains("loss_on"), "{e}");
+}
