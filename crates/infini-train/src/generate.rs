@@ -17,14 +17,8 @@ pub struct Sampling {
     pub seed: u64,
 }
 
-/// A tiny fixed generator (SplitMix64) so that a seed gives the same text everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f64 {
-        (infini_data::stream::splitmix(&mut self.0) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// A tiny fixed generator (SplitMix64), so that a seed gives the same text everywhere.
+use infini_data::synthetic::Rng;
 
 fn pick(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> u32 {
     let argmax = || logits.iter().enumerate().fold((0, f32::MIN), |b, (i, &l)| if l > b.1 { (i, l) } else { b }).0 as u32;
@@ -161,7 +155,7 @@ pub fn passkey_cell(
     seed: u64,
     device: &Device,
 ) -> PasskeyCell {
-    let mut rng = infini_data::synthetic::Rng(seed ^ (length as u64).wrapping_mul(31) ^ depth.to_bits());
+    let mut rng = Rng(seed ^ (length as u64).wrapping_mul(31) ^ depth.to_bits());
     let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
     let (mut correct, mut digits) = (0, 0.0);
     for _ in 0..trials {
