@@ -35,6 +35,15 @@ pub fn rel_err(actual: &[f64], reference: &[f64]) -> f64 {
     actual.iter().zip(reference).fold(0.0f64, |m, (a, b)| m.max((a - b).abs())) / scale
 }
 
+/// ‖a − b‖₂ / ‖b‖₂: the error relative to the reference's root-mean-square. Steadier than
+/// `rel_err` for rounding noise, whose largest element wanders from one random init to the next.
+pub fn rel_rms_err(actual: &[f64], reference: &[f64]) -> f64 {
+    assert_eq!(actual.len(), reference.len());
+    let num: f64 = actual.iter().zip(reference).map(|(a, b)| (a - b).powi(2)).sum();
+    let den: f64 = reference.iter().map(|b| b * b).sum();
+    (num / den.max(1e-24)).sqrt()
+}
+
 pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
 }
