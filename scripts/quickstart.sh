@@ -16,18 +16,8 @@ step "building infini (release; the first build takes about 6 minutes on 2 cores
 cargo build --release --bin infini
 infini=target/release/infini
 
-step "fetching the stand-in books"
-scripts/fetch-standin.sh books
-
-step "training the tokenizer"
-if [ ! -f data/tokenizer-books-4k.json ]; then
-  $infini tokenizer train --dataset datasets/standin-books.toml --vocab-size 4096 --out data/tokenizer-books-4k.json
-else
-  echo "data/tokenizer-books-4k.json exists"
-fi
-
-step "preparing token shards"
-$infini data prepare --dataset datasets/standin-books.toml --tokenizer data/tokenizer-books-4k.json --out data/prepared-books-4k
+step "fetching the stand-in books, training the tokenizer, preparing token shards"
+scripts/prepare-books.sh
 
 step "training configs/tiny.toml"
 run=runs/tiny

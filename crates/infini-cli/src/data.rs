@@ -62,6 +62,12 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 16 << 20)]
         shard_tokens: u64,
     },
+    /// Check prepared data in full: each shard's SHA-256 against its index, every token id
+    /// below the vocabulary size, the document ranges and the manifest's totals.
+    Verify {
+        /// A folder made by `infini data prepare`.
+        dir: PathBuf,
+    },
     /// Print documents, tokens and bytes per split of prepared data.
     Info {
         /// A folder made by `infini data prepare`.
@@ -105,6 +111,14 @@ pub fn data(command: DataCommand) -> Result<()> {
             info(&out, false)
         }
         DataCommand::Info { dir, json } => info(&dir, json),
+        DataCommand::Verify { dir } => {
+            let start = Instant::now();
+            for line in PreparedData::open(&dir)?.verify()? {
+                println!("{line}");
+            }
+            println!("{} verified in {:.1}s", dir.display(), start.elapsed().as_secs_f64());
+            Ok(())
+        }
     }
 }
 
@@ -118,6 +132,10 @@ fn info(dir: &Path, json: bool) -> Result<()> {
     println!("prepared data {}", dir.display());
     println!("source        {}", m.source);
     println!("tokenizer     sha256 {}…, {} ids, stored as {:?}", &m.tokenizer_hash[..16], m.vocab_size, m.dtype);
+    match m.end_of_text {
+        Some(id) => println!("end of text   id {id} ends every document"),
+        None => println!("end of text   none (the tokenizer has no <|endoftext|>)"),
+    }
     println!("{:<11} {:>9} {:>13} {:>14} {:>12} {:>7} {:>7}", "split", "documents", "tokens", "bytes", "words", "bytes/tok", "shards");
     for (split, s) in &m.splits {
         println!(

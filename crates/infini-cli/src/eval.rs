@@ -62,6 +62,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let ckpt = checkpoint::resolve(&args.checkpoint).map_err(|e| anyhow!(e))?;
     let (config, state) = checkpoint::read_meta(&ckpt).map_err(|e| anyhow!(e))?;
     let data_dir = args.data.unwrap_or_else(|| config.data.prepared.clone());
+    if !data_dir.exists() && data_dir.is_relative() {
+        bail!(
+            "{} (the run's data.prepared) does not exist here: runs before this version recorded it relative to the folder they were trained in; run from there or pass --data DIR",
+            data_dir.display()
+        );
+    }
     let data = PreparedData::open(&data_dir)?;
     if data.manifest.vocab_size != config.model.vocab_size {
         bail!(

@@ -67,7 +67,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => None,
     };
     let options = RunOptions { run_dir, device, replicas: devices, max_steps_this_run: args.max_steps, poison_steps };
+    let run_dir = options.run_dir.clone();
     let summary = train(config, start, options).map_err(|e| anyhow!(e))?;
+    if summary.interrupted {
+        // 130 = 128 + SIGINT, as shells report a Ctrl-C; also for SIGTERM and SIGHUP.
+        eprintln!(
+            "stopped by a signal at step {}: checkpoint saved; continue with `infini train --resume {}`",
+            summary.step,
+            run_dir.display()
+        );
+        std::process::exit(130);
+    }
     if let Some(v) = summary.validation {
         println!("validation perplexity {:.2} (loss {:.4}) at step {}", v.perplexity, v.loss, summary.step);
     }

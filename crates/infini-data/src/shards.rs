@@ -4,12 +4,14 @@
 //! OUT/manifest.json            written last: its presence means the data is complete
 //! OUT/tokenizer.json           a copy of the tokenizer used
 //! OUT/<split>/00000.bin        tokens of whole documents, u16 (vocab ≤ 65536) or u32
-//! OUT/<split>/00000.idx.json   the documents in that shard: id, title, offset, len, bytes, words
+//! OUT/<split>/00000.idx.json   the shard's SHA-256 and its documents: id, title, offset, len, bytes, words
 //! OUT/prepare.json             while preparing: what is being prepared (to resume after a kill)
 //! ```
 //! Every file is written atomically, the index after its shard, so a shard counts only once its
 //! index exists. Shard boundaries depend only on the documents and the tokenizer, so a resumed
-//! run writes the same bytes as an uninterrupted one.
+//! run writes the same bytes as an uninterrupted one. Every document ends with the tokenizer's
+//! `<|endoftext|>` id (when it has one), counted in its `len`. Opening a split checks each shard's
+//! size and that every id is below the vocabulary size; `verify` also checks the hashes.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,13 +22,14 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{Corpus, Document, Split, stable_hash};
-use crate::error::{Context, Result, fail};
+use crate::error::{Context, DataError, Result, fail};
 use crate::fsutil::atomic_write;
 use crate::progress::Progress;
 use crate::tokenizer::Tokenizer;
 
 /// Version of this on-disk layout.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: documents end with `<|endoftext|>`; shard indexes hold the shard's SHA-256.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// How token ids are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +76,16 @@ pub struct DocEntry {
     pub answers: Vec<[u64; 2]>,
 }
 
+/// The index of one shard: `00000.idx.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardIndex {
+    /// SHA-256 of the shard's bytes.
+    sha256: String,
+    /// Its documents, in order.
+    documents: Vec<DocEntry>,
+}
+
 /// Totals of one split.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SplitSummary {
@@ -100,6 +113,8 @@ pub struct Manifest {
     pub vocab_size: usize,
     /// Token storage type.
     pub dtype: TokenDtype,
+    /// The `<|endoftext|>` id that ends every document (none when the tokenizer lacks it).
+    pub end_of_text: Option<u32>,
     /// Where the text came from (folder, format, filter).
     pub source: String,
     /// Hash of the source files' names and sizes.
@@ -179,7 +194,10 @@ pub fn prepare(corpus: &Corpus, tokenizer: &Tokenizer, out: &Path, options: &Pre
     };
     let manifest_path = out.join("manifest.json");
     if manifest_path.exists() {
-        let existing: Manifest = read_json(&manifest_path)?;
+        let existing: Manifest = read_json(&manifest_path).map_err(|_| old_format(out, &manifest_path))?;
+        if existing.format_version != FORMAT_VERSION {
+            return Err(old_format(out, &manifest_path));
+        }
         if existing.tokenizer_hash != state.tokenizer_hash {
             return fail(format!(
                 "{} was prepared with another tokenizer (sha256 {}…, this one {}…); choose a new --out or delete it",
@@ -201,6 +219,9 @@ pub fn prepare(corpus: &Corpus, tokenizer: &Tokenizer, out: &Path, options: &Pre
     let state_path = out.join("prepare.json");
     if state_path.exists() {
         let previous: PrepareState = read_json(&state_path)?;
+        if previous.format_version != FORMAT_VERSION {
+            return Err(old_format(out, &state_path));
+        }
         if previous != state {
             return fail(format!(
                 "{} holds an interrupted preparation of other data or with another tokenizer; choose a new --out or delete it",
@@ -262,6 +283,7 @@ fn prepare_into(
         tokenizer_hash: state.tokenizer_hash,
         vocab_size: tokenizer.vocab_size(),
         dtype,
+        end_of_text: tokenizer.token_id(crate::tokenizer::END_OF_TEXT),
         source,
         source_fingerprint: state.source_fingerprint,
         shard_tokens: options.shard_tokens,
@@ -283,16 +305,16 @@ fn remove_temporaries(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The committed shards of a split: their document entries, in order.
-fn committed_shards(out: &Path, split: Split, dtype: TokenDtype) -> Result<Vec<Vec<DocEntry>>> {
+/// The committed shards of a split: their indexes, in order (each shard's size checked).
+fn committed_shards(out: &Path, split: Split, dtype: TokenDtype) -> Result<Vec<ShardIndex>> {
     let mut shards = Vec::new();
     loop {
         let (bin, idx) = shard_paths(out, split, shards.len() as u32);
         if !idx.exists() {
             return Ok(shards);
         }
-        let docs: Vec<DocEntry> = read_json(&idx)?;
-        let want = docs.iter().map(|d| d.len).sum::<u64>() * dtype.size() as u64;
+        let index: ShardIndex = read_json(&idx)?;
+        let want = index.documents.iter().map(|d| d.len).sum::<u64>() * dtype.size() as u64;
         let have = fs::metadata(&bin).map(|m| m.len()).unwrap_or(u64::MAX);
         if have != want {
             return fail(format!(
@@ -301,8 +323,20 @@ fn committed_shards(out: &Path, split: Split, dtype: TokenDtype) -> Result<Vec<V
                 out.display()
             ));
         }
-        shards.push(docs);
+        shards.push(index);
     }
+}
+
+/// Ids of a shard's bytes.
+fn decode(bytes: &[u8], dtype: TokenDtype) -> impl Iterator<Item = u32> + '_ {
+    let size = dtype.size();
+    bytes.chunks_exact(size).map(move |b| if size == 2 { u16::from_le_bytes([b[0], b[1]]) as u32 } else { u32::from_le_bytes([b[0], b[1], b[2], b[3]]) })
+}
+
+/// The first id ≥ `vocab_size` in a shard, if any (threaded; memory bandwidth bound).
+fn first_out_of_range(bytes: &[u8], dtype: TokenDtype, vocab_size: usize) -> Option<u32> {
+    let chunk = dtype.size() << 20;
+    bytes.par_chunks(chunk).find_map_first(|c| decode(c, dtype).find(|&t| t as usize >= vocab_size))
 }
 
 struct ShardWriter<'a> {
@@ -339,7 +373,8 @@ impl ShardWriter<'_> {
         }
         let (bin, idx) = shard_paths(self.out, self.split, self.index);
         atomic_write(&bin, &self.bytes)?;
-        write_json(&idx, &self.docs)?;
+        let sha256 = crate::tokenizer::sha256_hex(&self.bytes);
+        write_json(&idx, &ShardIndex { sha256, documents: std::mem::take(&mut self.docs) })?;
         self.index += 1;
         self.bytes.clear();
         self.docs.clear();
@@ -357,9 +392,9 @@ fn prepare_split(
     options: &PrepareOptions,
 ) -> Result<SplitSummary> {
     let done = committed_shards(out, split, dtype)?;
-    let skip: usize = done.iter().map(Vec::len).sum();
+    let skip: usize = done.iter().map(|s| s.documents.len()).sum();
     let mut summary = SplitSummary::default();
-    for doc in done.iter().flatten() {
+    for doc in done.iter().flat_map(|s| &s.documents) {
         summary.documents += 1;
         summary.tokens += doc.len;
         summary.bytes += doc.bytes;
@@ -378,6 +413,7 @@ fn prepare_split(
         tokens: 0,
     };
     let vocab = tokenizer.vocab_size() as u32;
+    let end_of_text = tokenizer.token_id(crate::tokenizer::END_OF_TEXT);
     // Documents without tokens are dropped before counting, so `skip` counts kept documents.
     let count = |text: &str| tokenizer.encode(text).map_or(0, |ids| ids.len());
     let mut documents = corpus.documents_sized(split, &count)?.filter(|d| d.as_ref().map_or(true, |d| !d.text.is_empty()));
@@ -396,7 +432,8 @@ fn prepare_split(
             break;
         }
         let encoded: Vec<(Vec<u32>, Vec<[u64; 2]>)> = batch.par_iter().map(|d| encode_document(tokenizer, d)).collect::<Result<_>>()?;
-        for (doc, (ids, answers)) in batch.iter().zip(encoded) {
+        for (doc, (mut ids, answers)) in batch.iter().zip(encoded) {
+            ids.extend(end_of_text);
             let ids = &ids;
             if let Some(&bad) = ids.iter().find(|&&t| t >= vocab) {
                 return fail(format!("tokenizer produced id {bad} ≥ its vocab size {vocab}: the tokenizer file is inconsistent"));
@@ -457,29 +494,29 @@ impl PreparedData {
             };
             return fail(format!("{} is not prepared data (no manifest.json): {hint}", dir.display()));
         }
-        let manifest: Manifest = read_json(&manifest_path)?;
+        let manifest: Manifest = read_json(&manifest_path).map_err(|_| old_format(dir, &manifest_path))?;
         if manifest.format_version != FORMAT_VERSION {
-            return fail(format!(
-                "{} uses prepared-data format {} but this infini reads format {FORMAT_VERSION}; prepare it again",
-                dir.display(),
-                manifest.format_version
-            ));
+            return Err(old_format(dir, &manifest_path));
         }
         Ok(PreparedData { dir: dir.to_path_buf(), manifest })
     }
 
-    /// Memory-maps one split.
+    /// Memory-maps one split, checking each shard's size and that its ids are in the vocabulary.
     pub fn split(&self, split: Split) -> Result<SplitData> {
         let summary = self.manifest.splits.get(&split).cloned().unwrap_or_default();
+        let (dtype, vocab) = (self.manifest.dtype, self.manifest.vocab_size);
         let mut shards = Vec::new();
         let mut docs = Vec::new();
-        for (i, entries) in committed_shards(&self.dir, split, self.manifest.dtype)?.into_iter().enumerate() {
+        for (i, index) in committed_shards(&self.dir, split, dtype)?.into_iter().enumerate() {
             let (bin, _) = shard_paths(&self.dir, split, i as u32);
             let file = fs::File::open(&bin).context(|| format!("cannot open {}", bin.display()))?;
             // SAFETY: shards are immutable once written (atomic rename) and only read here.
             let map = unsafe { Mmap::map(&file) }.context(|| format!("cannot map {}", bin.display()))?;
+            if let Some(bad) = first_out_of_range(&map, dtype, vocab) {
+                return fail(out_of_range(&bin, bad, vocab, &self.dir));
+            }
             shards.push(map);
-            docs.extend(entries.into_iter().map(|d| (i, d)));
+            docs.extend(index.documents.into_iter().map(|d| (i, d)));
         }
         if docs.len() as u64 != summary.documents {
             return fail(format!(
@@ -492,10 +529,76 @@ impl PreparedData {
         Ok(SplitData { split, shards, docs, dtype: self.manifest.dtype })
     }
 
-    /// Loads the tokenizer stored with the data.
-    pub fn tokenizer(&self) -> Result<Tokenizer> {
-        Tokenizer::load(&self.dir.join("tokenizer.json"))
+    /// Reads every shard in full: its size, SHA-256 against its index, every id below the
+    /// vocabulary size, and the document ranges. Returns one line per split checked.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        let (dtype, vocab) = (self.manifest.dtype, self.manifest.vocab_size);
+        let mut report = Vec::new();
+        for split in Split::ALL {
+            let (mut tokens, mut documents) = (0u64, 0u64);
+            let shards = committed_shards(&self.dir, split, dtype)?;
+            for (i, index) in shards.iter().enumerate() {
+                let (bin, _) = shard_paths(&self.dir, split, i as u32);
+                let bytes = fs::read(&bin).context(|| format!("cannot read {}", bin.display()))?;
+                let hash = crate::tokenizer::sha256_hex(&bytes);
+                if hash != index.sha256 {
+                    return fail(format!(
+                        "{}: SHA-256 {}… differs from its index's {}…: the shard is corrupt; delete {} and prepare again",
+                        bin.display(),
+                        &hash[..12],
+                        &index.sha256[..12.min(index.sha256.len())],
+                        self.dir.display()
+                    ));
+                }
+                if let Some(bad) = first_out_of_range(&bytes, dtype, vocab) {
+                    return fail(out_of_range(&bin, bad, vocab, &self.dir));
+                }
+                let mut offset = 0;
+                for d in &index.documents {
+                    if d.offset != offset || d.answers.iter().any(|[a, b]| a > b || *b > d.len) {
+                        return fail(format!("{}: the entry of document {} is inconsistent; prepare the data again", bin.display(), d.id));
+                    }
+                    offset += d.len;
+                }
+                tokens += offset;
+                documents += index.documents.len() as u64;
+            }
+            let summary = self.manifest.splits.get(&split).cloned().unwrap_or_default();
+            if (documents, tokens, shards.len() as u32) != (summary.documents, summary.tokens, summary.shards) {
+                return fail(format!(
+                    "{}: manifest lists {} {split} documents, {} tokens, {} shards but the shards hold {documents}, {tokens}, {}; prepare the data again",
+                    self.dir.display(),
+                    summary.documents,
+                    summary.tokens,
+                    summary.shards,
+                    shards.len()
+                ));
+            }
+            report.push(format!("{split}: {} shards, {documents} documents, {tokens} tokens: hashes and ids ok", shards.len()));
+        }
+        Ok(report)
     }
+}
+
+fn out_of_range(bin: &Path, id: u32, vocab: usize, dir: &Path) -> String {
+    format!(
+        "{} holds token id {id} ≥ the vocabulary size {vocab}: the shard is corrupt; delete {} and prepare again",
+        bin.display(),
+        dir.display()
+    )
+}
+
+/// The error for a folder this version cannot read (older layouts fail to parse as a manifest).
+fn old_format(dir: &Path, file: &Path) -> DataError {
+    let found = fs::read_to_string(file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("format_version").and_then(|f| f.as_u64()));
+    let what = match found {
+        Some(v) if v != FORMAT_VERSION as u64 => format!("uses prepared-data format {v}, but this infini reads format {FORMAT_VERSION} (documents end with <|endoftext|>)"),
+        _ => format!("has an unreadable {}", file.file_name().unwrap_or_default().to_string_lossy()),
+    };
+    DataError(format!("{} {what}; delete it and run `infini data prepare` again", dir.display()))
 }
 
 /// One split's documents, memory-mapped.

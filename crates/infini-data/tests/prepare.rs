@@ -67,6 +67,7 @@ fn prepared_tokens_equal_the_tokenizer_output_and_rerun_is_idempotent() {
     let options = PrepareOptions { shard_tokens: 500, batch_documents: 3 };
     let manifest = prepare(&corpus, &tok, &out, &options).unwrap();
     assert_eq!(manifest.vocab_size, 300);
+    assert_eq!(manifest.end_of_text, Some(0));
     assert_eq!(manifest.splits[&Split::Train].documents, 9);
     assert!(manifest.splits[&Split::Train].shards > 2, "small shards expected");
 
@@ -76,7 +77,9 @@ fn prepared_tokens_equal_the_tokenizer_output_and_rerun_is_idempotent() {
         let prepared = data.split(split).unwrap();
         assert_eq!(prepared.len(), docs.len());
         for (i, doc) in docs.iter().enumerate() {
-            assert_eq!(prepared.doc_tokens(i), tok.encode(&doc.text).unwrap(), "{split} doc {i}");
+            let mut want = tok.encode(&doc.text).unwrap();
+            want.push(0); // <|endoftext|> ends every document
+            assert_eq!(prepared.doc_tokens(i), want, "{split} doc {i}");
             assert_eq!(prepared.doc(i).words, 400);
             assert_eq!(prepared.doc(i).bytes, doc.text.len() as u64);
         }
@@ -173,4 +176,48 @@ fn corrupt_shard_is_detected() {
     fs::write(&bin, &bytes[..bytes.len() - 2]).unwrap();
     let e = PreparedData::open(&out).unwrap().split(Split::Train).err().unwrap().to_string();
     assert!(e.contains("00000.bin") && e.contains("corrupt"), "{e}");
+}
+
+#[test]
+fn corrupt_shards_and_old_formats_give_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(&dir.path().join("c"), 10, 300);
+    let tok = tokenizer(&corpus, dir.path());
+    let out = dir.path().join("prepared");
+    prepare(&corpus, &tok, &out, &PrepareOptions::default()).unwrap();
+    let report = PreparedData::open(&out).unwrap().verify().unwrap();
+    assert_eq!(report.len(), 3, "{report:?}");
+    let bin = out.join("train/00000.bin");
+    let good = fs::read(&bin).unwrap();
+    let one_line = |e: String, wants: &[&str]| {
+        assert!(!e.contains('\n') && wants.iter().all(|w| e.contains(w)), "{e}");
+    };
+
+    // An id inside the vocabulary but changed: only the hash sees it.
+    let mut flipped = good.clone();
+    flipped[10] ^= 1;
+    fs::write(&bin, &flipped).unwrap();
+    let data = PreparedData::open(&out).unwrap();
+    assert!(data.split(Split::Train).is_ok(), "an in-range id passes the fast check");
+    one_line(data.verify().err().unwrap().to_string(), &["00000.bin", "SHA-256"]);
+
+    // An id ≥ the vocabulary size: refused when the split is opened, naming the file.
+    let mut bad = good.clone();
+    bad[10..12].copy_from_slice(&(300u16 + 7).to_le_bytes());
+    fs::write(&bin, &bad).unwrap();
+    one_line(PreparedData::open(&out).unwrap().split(Split::Train).err().unwrap().to_string(), &["00000.bin", "307", "300"]);
+
+    // A truncated shard.
+    fs::write(&bin, &good[..good.len() - 2]).unwrap();
+    one_line(PreparedData::open(&out).unwrap().split(Split::Train).err().unwrap().to_string(), &["00000.bin", "corrupt"]);
+    fs::write(&bin, &good).unwrap();
+
+    // A folder of the previous format (documents without <|endoftext|>): open and prepare both
+    // say to prepare again, and prepare does not touch it.
+    let manifest = out.join("manifest.json");
+    let text = fs::read_to_string(&manifest).unwrap().replace("\"format_version\": 2", "\"format_version\": 1");
+    fs::write(&manifest, &text).unwrap();
+    one_line(PreparedData::open(&out).err().unwrap().to_string(), &["format 1", "infini data prepare"]);
+    one_line(prepare(&corpus, &tok, &out, &PrepareOptions::default()).err().unwrap().to_string(), &["format 1", "delete it"]);
+    assert_eq!(fs::read_to_string(&manifest).unwrap(), text);
 }

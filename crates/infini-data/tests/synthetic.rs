@@ -65,7 +65,8 @@ fn prepared_answers_are_the_key_tokens_and_lengths_are_in_tokens() {
         assert_eq!(texts[0], texts[1]);
         assert_eq!(texts[0].trim().len(), 5);
         assert!(texts[0].trim().chars().all(|c| c.is_ascii_digit()));
-        assert_eq!(doc.answers[1][1] as usize + 1, ids.len(), "the answer and its full stop end the document");
+        assert_eq!(doc.answers[1][1] as usize + 2, ids.len(), "the answer, its full stop and <|endoftext|> end the document");
+        assert_eq!(ids.last(), Some(&0));
         let prompt = tok.decode(&ids[..doc.answers[1][0] as usize]).unwrap();
         assert!(prompt.ends_with("What is the pass key? The pass key is"));
     }

@@ -292,11 +292,24 @@ impl RunConfig {
         if d.seq_len % n != 0 {
             return Err(format!("data.seq_len: {} is not a multiple of model.segment_len ({n})", d.seq_len));
         }
-        if self.model.memory.has_memory() && self.segments_per_example() > 1 && self.window_segments() == 1 {
+        if self.model.memory.has_memory() && self.segments_per_example() == 1 {
+            // One segment per example: without streaming the memory is always empty when read; with
+            // streaming it is carried but detached at every example, so its writes never learn.
+            return Err(format!(
+                "data.seq_len: {} is one segment (model.segment_len = {n}), so the memory's writes never get a gradient{}; use data.seq_len ≥ {} (two segments) or model.memory = \"none\"",
+                d.seq_len,
+                if d.streaming { " (streaming detaches it between examples)" } else { " and it is never read" },
+                2 * n
+            ));
+        }
+        if self.model.memory.has_memory() && self.window_segments() == 1 {
             return Err(format!(
                 "train.tbptt_segments: 1 detaches the memory after every segment, so memory writes never get a gradient; use ≥ 2 or 0 (all {} segments)",
                 self.segments_per_example()
             ));
+        }
+        if t.warmup_steps > t.steps {
+            return Err(format!("train.warmup_steps: {} is more than train.steps ({}); the learning rate would never reach train.lr", t.warmup_steps, t.steps));
         }
         for (key, v) in [("train.lr", t.lr), ("train.eps", t.eps)] {
             if !(v.is_finite() && v > 0.0) {

@@ -8,6 +8,7 @@ pub mod loss;
 pub mod checkpoint;
 pub mod backend;
 pub mod trainer;
+pub mod run_lock;
 
 pub use config::RunConfig;
 pub use trainer::{RunOptions, Start, Summary, train};

@@ -19,11 +19,12 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, IndexingUpdateOp, Tensor, TensorData};
 use infini_data::progress::{Progress, human_duration};
 use infini_data::{PreparedData, SegmentBatch, SegmentStream, Split, SplitData};
-use infini_model::{InfiniLm, MemoryState};
+use infini_model::{InfiniLm, LayerMemory, MemoryState};
 use serde_json::json;
 
 use crate::checkpoint::{self, Snapshot, TrainState};
 use crate::config::{LossOn, RunConfig};
+use crate::run_lock::RunLock;
 use crate::eval::{EvalOptions, EvalResult, evaluate};
 use crate::loss::{head_grad, ids};
 use crate::optim::{build, clip_global_norm, learning_rate, sum_device_grads};
@@ -85,6 +86,7 @@ struct Trainer {
     metrics: fs::File,
     last_checkpoint: Option<PathBuf>,
     replicas: Vec<Device>,
+    _lock: RunLock,
 }
 
 fn prepared_data(config: &RunConfig) -> Result<(PreparedData, Arc<SplitData>, Option<Arc<SplitData>>), String> {
@@ -220,25 +222,53 @@ pub fn backprop_example(
 }
 
 /// Mean over layers of ‖M‖_F per sequence (`None` without memory).
+/// Frobenius norm of M per sequence (each stream's [heads, d_k, d_v] block), averaged over the
+/// streams and the layers with a compressive memory.
 fn mean_memory_norm(memory: &MemoryState) -> Option<f64> {
     let norms: Vec<f64> = memory
         .layers
         .iter()
         .filter_map(|l| l.compressive())
-        .map(|l| l.m.clone().powi_scalar(2).sum().sqrt().into_scalar::<f64>() / l.m.dims()[0] as f64)
+        .map(|l| {
+            let b = l.m.dims()[0] as i32;
+            l.m.clone().reshape([b, -1]).powi_scalar(2).sum_dim(1).sqrt().mean().into_scalar::<f64>()
+        })
         .collect();
     (!norms.is_empty()).then(|| norms.iter().sum::<f64>() / norms.len() as f64)
 }
 
+/// Whether every value of a memory state is finite.
+fn memory_is_finite(memory: &MemoryState) -> bool {
+    let finite = |t: Tensor<1>| t.into_scalar::<f64>().is_finite();
+    memory.layers.iter().all(|l| match l {
+        LayerMemory::Compressive(m) => finite(m.m.clone().abs().sum()) && finite(m.z.clone().abs().sum()),
+        LayerMemory::Xl(x) => finite(x.k.clone().abs().sum()) && finite(x.v.clone().abs().sum()),
+    })
+}
+
 impl Trainer {
+    /// Locks the run folder first (a second process on it is refused before it reads anything);
+    /// a folder this call created is removed again if setting up fails.
     fn new(config: RunConfig, start: Start, options: &RunOptions) -> Result<Self, String> {
+        let created = !options.run_dir.exists();
+        let lock = RunLock::acquire(&options.run_dir)?;
+        Self::set_up(config, start, options, lock).inspect_err(|_| {
+            if created {
+                let _ = fs::remove_dir_all(&options.run_dir);
+            }
+        })
+    }
+
+    fn set_up(mut config: RunConfig, start: Start, options: &RunOptions, lock: RunLock) -> Result<Self, String> {
         let run_dir = options.run_dir.clone();
         let device = options.device.clone().autodiff();
         let (data, train, validation) = prepared_data(&config)?;
-        let (b, n) = (config.data.batch_size, config.model.segment_len);
-        if config.model.memory.has_memory() && config.segments_per_example() == 1 && !config.data.streaming {
-            eprintln!("warning: data.seq_len equals model.segment_len, so the memory is never read within an example; use a longer seq_len or data.streaming = true");
+        // A relative data.prepared is relative to the folder `infini train` runs in; the run
+        // records it absolutely so that eval, passkey and --resume find it from anywhere.
+        if let Ok(path) = std::path::absolute(&config.data.prepared) {
+            config.data.prepared = path;
         }
+        let (b, n) = (config.data.batch_size, config.model.segment_len);
 
         device.seed(config.train.seed);
         // Parameters are initialised lazily; materialise them now, in one order, so that the seed
@@ -276,6 +306,18 @@ impl Trainer {
                 if !diffs.is_empty() {
                     return Err(format!("cannot resume with a different model shape ({}); use --init-from instead", diffs.join(", ")));
                 }
+                // The saved data cursor fixes the streams: a changed count or order would be ignored.
+                for (key, was, now) in [
+                    ("data.batch_size", saved_config.data.batch_size as u64, config.data.batch_size as u64),
+                    ("data.seed", saved_config.data.seed, config.data.seed),
+                ] {
+                    if was != now {
+                        return Err(format!(
+                            "{key} cannot change on --resume ({was} → {now}): the saved data cursor fixes it; start a new run with --init-from {} to change it",
+                            run_dir.display()
+                        ));
+                    }
+                }
                 if saved.tokenizer_hash != state.tokenizer_hash {
                     return Err(format!("{} was trained on data of another tokenizer; resume with the same data.prepared", run_dir.display()));
                 }
@@ -312,7 +354,6 @@ impl Trainer {
         }
         let model = model.with_compute(compute);
 
-        fs::create_dir_all(&run_dir).map_err(|e| format!("cannot create run folder {}: {e}", run_dir.display()))?;
         infini_data::fsutil::atomic_write(&run_dir.join("config.toml"), config.to_toml().as_bytes()).map_err(|e| e.to_string())?;
         let metrics_path = run_dir.join("metrics.jsonl");
         truncate_metrics(&metrics_path, state.step)?;
@@ -334,7 +375,7 @@ impl Trainer {
                 return Err("data.streaming = true is not supported with several devices yet; use one device".into());
             }
         }
-        Ok(Self { config, run_dir, device, model, optimizer, stream, validation, state, carried, metrics, last_checkpoint: None, replicas })
+        Ok(Self { config, run_dir, device, model, optimizer, stream, validation, state, carried, metrics, last_checkpoint: None, replicas, _lock: lock })
     }
 
     fn log(&mut self, record: serde_json::Value) -> Result<(), String> {
@@ -353,8 +394,15 @@ impl Trainer {
         let targets: usize = examples.iter().flatten().map(SegmentBatch::num_targets).sum();
         let scale = if poison { f64::NAN } else { 1.0 / targets.max(1) as f64 };
         // Dropout draws from the device RNG: seeding it per step keeps resumed runs identical.
-        self.device.seed(self.config.train.seed.wrapping_add(self.state.step.wrapping_mul(0x9e37_79b9)));
+        let step_seed = self.config.train.seed.wrapping_add(self.state.step.wrapping_mul(0x9e37_79b9));
+        self.device.seed(step_seed);
+        // Replicas on devices of their own (GPUs) have RNGs of their own; a replica on the main
+        // device (Flex) shares its RNG and must not reseed it.
+        for (i, replica) in self.replicas.iter().enumerate().filter(|(_, r)| **r != self.device) {
+            replica.seed(step_seed.wrapping_add((i as u64 + 1).wrapping_mul(0x6a09_e667_f3bc_c909)));
+        }
 
+        let carried_before = self.carried.clone();
         let (loss_total, memory_norm, mut grads) = if self.replicas.is_empty() {
             let mut accumulator = StepGrads::new();
             let mut loss_total = 0.0;
@@ -381,9 +429,14 @@ impl Trainer {
         if ok {
             let lr = learning_rate(&self.config.train, self.state.step);
             self.model = self.optimizer.step(lr, self.model.clone(), grads);
-        } else {
-            // Never let a non-finite value into the weights or the carried memory.
-            self.carried = None;
+        } else if let Some(memory) = &self.carried
+            && !memory_is_finite(memory)
+        {
+            // Never let a non-finite value into the weights or the carried memory. The memory the
+            // forward pass wrote is kept when finite (the streams have moved past this example);
+            // else the one from before the step, so that the next example does not continue
+            // mid-document with an empty memory.
+            self.carried = carried_before.filter(memory_is_finite);
         }
         (loss_total, norm, targets as u64, memory_norm, ok)
     }
@@ -486,13 +539,15 @@ impl Trainer {
     }
 }
 
-/// Trains as `config` says, starting as `start` says, until `train.steps` (or Ctrl-C).
+/// Trains as `config` says, starting as `start` says, until `train.steps` or a stop signal:
+/// Ctrl-C, SIGTERM (what SLURM, Kubernetes and systemd send before a kill) or SIGHUP finish the
+/// step, save a checkpoint and return with `Summary::interrupted` set; a second one quits at once.
 pub fn train(config: RunConfig, start: Start, options: RunOptions) -> Result<Summary, String> {
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)");
+        eprintln!("\ninterrupted: saving a checkpoint after this step (a second signal quits at once)");
     });
     INTERRUPTED.store(false, Ordering::SeqCst);
     let mut t = Trainer::new(config, start, &options)?;
@@ -592,4 +647,34 @@ pub fn train(config: RunConfig, start: Start, options: RunOptions) -> Result<Sum
         summary.checkpoint.as_ref().map(|p| format!(", checkpoint {}", p.display())).unwrap_or_default()
     );
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use infini_model::Memory;
+
+    fn state(batch: usize, value: f32) -> MemoryState {
+        let device = Device::flex();
+        let m = Tensor::<4>::ones([batch, 2, 3, 4], &device) * value;
+        let z = Tensor::<3>::ones([batch, 2, 3], &device);
+        MemoryState { layers: vec![LayerMemory::Compressive(Memory { m, z })] }
+    }
+
+    #[test]
+    fn memory_norm_is_per_sequence_whatever_the_batch() {
+        // Each sequence's M is all 2s over 2·3·4 = 24 entries: Frobenius norm 2·√24.
+        let want = 2.0 * 24f64.sqrt();
+        for batch in [1, 4, 9] {
+            let got = mean_memory_norm(&state(batch, 2.0)).unwrap();
+            assert!((got - want).abs() < 1e-5 * want, "batch {batch}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn a_non_finite_memory_is_detected() {
+        assert!(memory_is_finite(&state(2, 1.0)));
+        assert!(!memory_is_finite(&state(2, f32::INFINITY)));
+        assert!(!memory_is_finite(&state(2, f32::NAN)));
+    }
 }

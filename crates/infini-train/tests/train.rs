@@ -186,6 +186,30 @@ fn non_finite_steps_are_skipped_counted_and_eventually_stop_the_run() {
 }
 
 #[test]
+fn a_skipped_streaming_step_keeps_the_carried_memory() {
+    let _serial = serial();
+    // With a learning rate too small to change any f32 weight, a skipped step and an applied one
+    // leave the same weights, so the runs differ only in what a skipped step does to the memory
+    // carried into the next example: kept, every later loss is bit-identical to the clean run's.
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path());
+    let run_with = |name: &str, poison: Option<std::ops::Range<u64>>| {
+        let run = dir.path().join(name);
+        let mut cfg = config(&data, &run, 8);
+        (cfg.data.streaming, cfg.train.lr, cfg.train.grad_accum) = (true, 1e-30, 1);
+        let mut opts = options(&run, None);
+        opts.poison_steps = poison;
+        train(cfg, Start::Fresh, opts).unwrap().losses
+    };
+    let clean = run_with("clean", None);
+    let skipped = run_with("skipped", Some(3..4));
+    assert!(skipped[3].is_nan());
+    for step in (0..8).filter(|&s| s != 3) {
+        assert_eq!(skipped[step].to_bits(), clean[step].to_bits(), "step {step}: {skipped:?} vs {clean:?}");
+    }
+}
+
+#[test]
 fn config_overrides_and_errors() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
