@@ -135,11 +135,8 @@ fn bench_model(config: &Option<PathBuf>, checkpoint: &Option<PathBuf>, device: &
             Ok((model, config.model))
         }
         (None, Some(path)) => {
-            #[derive(serde::Deserialize)]
-            struct ModelSection {
-                model: infini_model::ModelConfig,
-            }
-            let m = infini_model::toml_file::read::<ModelSection>(path).map_err(|e| anyhow!(e))?.model;
+            use infini_data::toml_file::{ModelTable, read};
+            let m = read::<ModelTable<infini_model::ModelConfig>>(path).map_err(|e| anyhow!(e))?.model;
             m.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
             device.seed(0);
             Ok((m.init(device), m))

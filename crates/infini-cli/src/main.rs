@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alloc;
 mod bench;
 mod data;
 mod eval;
@@ -58,7 +59,14 @@ enum Command {
 }
 
 #[global_allocator]
-static ALLOC: infini_train::alloc::LargeBlockCache = infini_train::alloc::LargeBlockCache;
+static ALLOC: alloc::LargeBlockCache = alloc::LargeBlockCache;
+
+impl Command {
+    /// Whether the verb computes with tensors (and so reuses large blocks of memory).
+    fn computes(&self) -> bool {
+        !matches!(self, Command::ModelInfo { .. } | Command::Tokenizer(_) | Command::Data(_) | Command::Plot { .. })
+    }
+}
 
 fn main() -> ExitCode {
     // Past a file-size limit (`ulimit -f`), let writes fail with an error we report and recover
@@ -68,8 +76,6 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    infini_train::alloc::keep_freed_memory();
-    infini_train::alloc::cache_limit();
     // A bug must still end in one line, not a backtrace (RUST_BACKTRACE=1 shows the full trace).
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         std::panic::set_hook(Box::new(|info| {
@@ -84,6 +90,9 @@ fn main() -> ExitCode {
         }));
     }
     let cli = Cli::parse();
+    if cli.command.computes() {
+        alloc::tune_for_tensors();
+    }
     let result = infini_train::backend::in_worker_pool(|| run(cli.command));
     match result {
         Ok(()) => ExitCode::SUCCESS,

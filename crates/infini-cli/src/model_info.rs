@@ -3,18 +3,13 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
+use infini_data::toml_file::{self, ModelTable};
 use infini_model::ModelConfig;
-use serde::Deserialize;
-
-/// The part of a run config that model-info needs; other tables are checked by their own verbs.
-#[derive(Deserialize)]
-struct ModelSection {
-    model: ModelConfig,
-}
 
 /// Reads the `[model]` table of `path` and prints its sizes.
 pub fn run(path: &Path, json: bool) -> Result<()> {
-    let ModelSection { model } = infini_model::toml_file::read(path).map_err(|e| anyhow!(e))?;
+    // Only the [model] table; the other tables are checked by the verbs that use them.
+    let model = toml_file::read::<ModelTable<ModelConfig>>(path).map_err(|e| anyhow!(e))?.model;
     model.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let params = model.num_params();
     let memory_floats = model.memory_floats();

@@ -27,7 +27,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 const CONFIG: &str = "[model]\nvocab_size = 300\nd_model = 32\nn_layers = 2\nn_heads = 2\nffn_hidden = 64\nsegment_len = 16\n\n\
-[data]\nprepared = \"prep\"\nbatch_size = 2\nseq_len = 64\n\n[train]\nsteps = 2\n\n[eval]\nevery = 0\nmax_docs = 1\nmax_tokens_per_doc = 50\n\n\
+[data]\nprepared = \"prep\"\nbatch_size = 2\nseq_len = 64\n\n[train]\nsteps = 2\nwarmup_steps = 1\n\n[eval]\nevery = 0\nmax_docs = 1\nmax_tokens_per_doc = 50\n\n\
 [checkpoint]\ndir = \"run\"\n";
 
 #[test]

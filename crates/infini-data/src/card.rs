@@ -37,10 +37,7 @@ impl DatasetCard {
     /// Reads a card.
     pub fn load(path: &Path) -> Result<DatasetCard> {
         let text = std::fs::read_to_string(path).context(|| format!("cannot read dataset card {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(0);
-            crate::error::DataError(format!("{}:{line}: {}", path.display(), e.message().replace('\n', " ")))
-        })
+        crate::toml_file::parse(path, &text).map_err(crate::error::DataError)
     }
 
     /// The corpus folder, resolved against the card's location.

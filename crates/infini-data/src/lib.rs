@@ -10,6 +10,7 @@ pub mod shards;
 pub mod stream;
 pub mod synthetic;
 pub mod tokenizer;
+pub mod toml_file;
 
 pub use card::open_dataset;
 pub use corpus::{Corpus, Document, Format, Span, Split};

@@ -52,11 +52,6 @@ impl Progress {
         self
     }
 
-    /// Advances by `n` units.
-    pub fn inc(&mut self, n: u64) {
-        self.set_position(self.position + n);
-    }
-
     /// Sets the absolute position.
     pub fn set_position(&mut self, position: u64) {
         let previous = std::mem::replace(&mut self.position, position);

@@ -5,20 +5,15 @@
 use std::time::Instant;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use infini_data::toml_file::{ModelTable, read};
 use infini_model::{MemoryState, ModelConfig};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct File {
-    model: ModelConfig,
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let path = args.get(1).map_or("configs/tiny.toml", String::as_str);
     let len: usize = args.get(2).map_or(2048, |s| s.parse().expect("length"));
     let batch: usize = args.get(3).map_or(1, |s| s.parse().expect("batch"));
-    let config = infini_model::toml_file::read::<File>(path.as_ref()).unwrap_or_else(|e| panic!("{e}")).model;
+    let config = read::<ModelTable<ModelConfig>>(path.as_ref()).unwrap_or_else(|e| panic!("{e}")).model;
     let device = Device::flex().autodiff();
     let model = config.init(&device);
     let n = config.segment_len;

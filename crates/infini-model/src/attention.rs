@@ -7,7 +7,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
-use crate::config::{MemoryUpdate, ModelConfig};
+use crate::config::{MemoryKind, ModelConfig};
 use crate::memory::{LayerMemory, XlCache, sigma};
 use crate::precision::{Compute, linear, scaled_attention};
 use crate::rope::Rope;
@@ -28,7 +28,7 @@ pub struct InfiniAttention {
     n_heads: usize,
     head_dim: usize,
     #[module(skip)]
-    update: MemoryUpdate,
+    update: MemoryKind,
     /// Type of the matrix products (`None` = f32); see [`crate::precision`].
     #[module(skip)]
     pub compute: Compute,
@@ -151,8 +151,8 @@ impl InfiniAttention {
                 let memory = if complete {
                     let sigma_k = sigma(k);
                     match self.update {
-                        MemoryUpdate::Linear => memory.update_linear(sigma_k, v),
-                        MemoryUpdate::Delta => memory.update_delta(sigma_k, v),
+                        MemoryKind::Linear => memory.update_linear(sigma_k, v),
+                        MemoryKind::Delta => memory.update_delta(sigma_k, v),
                         _ => unreachable!("only linear and delta layers have a gate"),
                     }
                 } else {

@@ -2,10 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How each layer's compressive memory is written after a segment (DEVELOPERS.md, "The model").
+/// What each layer carries from one segment to the next (`model.memory`): Infini-attention's
+/// compressive memory with the linear or the delta update, nothing, or a Transformer-XL cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum MemoryUpdate {
+pub enum MemoryKind {
     /// `M += σ(K)ᵀV`, `z += Σ σ(K)`.
     Linear,
     /// `M += σ(K)ᵀ(V − σ(K)M / σ(K)z)`, `z += Σ σ(K)`.
@@ -17,15 +18,15 @@ pub enum MemoryUpdate {
     Xl,
 }
 
-impl MemoryUpdate {
+impl MemoryKind {
     /// Whether this model keeps Infini-attention's compressive memory (and gates β).
     pub fn has_memory(self) -> bool {
-        matches!(self, MemoryUpdate::Linear | MemoryUpdate::Delta)
+        matches!(self, MemoryKind::Linear | MemoryKind::Delta)
     }
 
     /// Whether anything is carried from one segment to the next (compressive memory or XL cache).
     pub fn carries_state(self) -> bool {
-        !matches!(self, MemoryUpdate::None)
+        !matches!(self, MemoryKind::None)
     }
 }
 
@@ -51,7 +52,7 @@ pub struct ModelConfig {
     pub segment_len: usize,
     /// Memory update rule, or `none` for the local-attention-only baseline.
     #[serde(default = "default_memory")]
-    pub memory: MemoryUpdate,
+    pub memory: MemoryKind,
     /// Initial value of every head's gate β (sigmoid(0) = 0.5 mixes both paths equally).
     #[serde(default)]
     pub gate_init: f64,
@@ -75,8 +76,8 @@ pub struct ModelConfig {
 fn default_segment_len() -> usize {
     2048
 }
-fn default_memory() -> MemoryUpdate {
-    MemoryUpdate::Linear
+fn default_memory() -> MemoryKind {
+    MemoryKind::Linear
 }
 fn default_rope_theta() -> f64 {
     10_000.0
@@ -116,7 +117,7 @@ impl ModelConfig {
             head_dim: None,
             ffn_hidden: 128,
             segment_len: 32,
-            memory: MemoryUpdate::Linear,
+            memory: MemoryKind::Linear,
             gate_init: 0.0,
             rope_theta: default_rope_theta(),
             norm_eps: default_norm_eps(),
@@ -200,9 +201,9 @@ impl ModelConfig {
     pub fn memory_floats(&self) -> usize {
         let dk = self.head_dim();
         let per_head = match self.memory {
-            MemoryUpdate::Linear | MemoryUpdate::Delta => dk * dk + dk,
-            MemoryUpdate::Xl => self.segment_len * 2 * dk,
-            MemoryUpdate::None => 0,
+            MemoryKind::Linear | MemoryKind::Delta => dk * dk + dk,
+            MemoryKind::Xl => self.segment_len * 2 * dk,
+            MemoryKind::None => 0,
         };
         self.n_layers * self.n_heads * per_head
     }

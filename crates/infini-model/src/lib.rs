@@ -11,11 +11,10 @@ pub mod memory;
 pub mod model;
 pub mod precision;
 pub mod rope;
-pub mod toml_file;
 pub mod host;
 
 pub use attention::InfiniAttention;
-pub use config::{ConfigError, MemoryUpdate, ModelConfig};
+pub use config::{ConfigError, MemoryKind, ModelConfig};
 pub use memory::{LayerMemory, Memory, MemoryState, XlCache, sigma};
 pub use model::{InfiniLm, StreamState};
 pub use attention::KvCache;

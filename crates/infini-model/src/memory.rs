@@ -6,7 +6,7 @@
 
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
-use crate::config::{MemoryUpdate, ModelConfig};
+use crate::config::{MemoryKind, ModelConfig};
 
 /// Smallest denominator used when reading the memory. An empty memory has `z = 0` and `M = 0`,
 /// so the numerator is exactly zero and the read is `0 / DENOM_FLOOR = 0` rather than `0 / 0`.
@@ -124,13 +124,13 @@ impl MemoryState {
     pub fn empty(config: &ModelConfig, batch: usize, device: &Device) -> Self {
         let (h, d) = (config.n_heads, config.head_dim());
         let layer = || match config.memory {
-            MemoryUpdate::Linear | MemoryUpdate::Delta => Some(LayerMemory::Compressive(Memory::empty(batch, h, d, d, device))),
-            MemoryUpdate::Xl => Some(LayerMemory::Xl(XlCache {
+            MemoryKind::Linear | MemoryKind::Delta => Some(LayerMemory::Compressive(Memory::empty(batch, h, d, d, device))),
+            MemoryKind::Xl => Some(LayerMemory::Xl(XlCache {
                 k: Tensor::zeros([batch, h, config.segment_len, d], device),
                 v: Tensor::zeros([batch, h, config.segment_len, d], device),
                 valid: vec![false; batch],
             })),
-            MemoryUpdate::None => None,
+            MemoryKind::None => None,
         };
         Self { layers: (0..config.n_layers).filter_map(|_| layer()).collect() }
     }
@@ -175,17 +175,6 @@ impl MemoryState {
         self.layers.first().map_or(0, LayerMemory::batch_size)
     }
 
-    /// Total f32 values held, over all layers and sequences.
-    pub fn num_floats(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| match l {
-                LayerMemory::Compressive(m) => m.m.shape().num_elements() + m.z.shape().num_elements(),
-                LayerMemory::Xl(x) => x.k.shape().num_elements() + x.v.shape().num_elements(),
-            })
-            .sum()
-    }
-
     /// Every tensor of the state as (shape, f32 values), layer by layer (`m, z` or `k, v, valid`),
     /// for saving; [`Self::from_parts`] reverses it.
     pub fn to_parts(&self) -> Vec<(Vec<usize>, Vec<f32>)> {
@@ -219,8 +208,8 @@ impl MemoryState {
         let mut layers = Vec::new();
         for _ in 0..config.n_layers {
             match config.memory {
-                MemoryUpdate::None => {}
-                MemoryUpdate::Linear | MemoryUpdate::Delta => {
+                MemoryKind::None => {}
+                MemoryKind::Linear | MemoryKind::Delta => {
                     let m = t4(it.next(), device)?;
                     let z = match it.next() {
                         Some((s, v)) if s.len() == 3 && s.iter().product::<usize>() == v.len() => {
@@ -230,7 +219,7 @@ impl MemoryState {
                     };
                     layers.push(LayerMemory::Compressive(Memory { m, z }));
                 }
-                MemoryUpdate::Xl => {
+                MemoryKind::Xl => {
                     let (k, v) = (t4(it.next(), device)?, t4(it.next(), device)?);
                     let valid = it.next().ok_or("saved memory does not match the model")?.1.iter().map(|&x| x > 0.5).collect();
                     layers.push(LayerMemory::Xl(XlCache { k, v, valid }));

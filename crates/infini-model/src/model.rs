@@ -6,7 +6,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::attention::{InfiniAttention, KvCache};
-use crate::config::{MemoryUpdate, ModelConfig};
+use crate::config::{MemoryKind, ModelConfig};
 use crate::memory::{LayerMemory, MemoryState};
 use crate::precision::{Compute, linear, matmul};
 use crate::rope::Rope;
@@ -130,7 +130,7 @@ pub struct InfiniLm {
     rope: Rope,
     segment_len: usize,
     #[module(skip)]
-    memory: MemoryUpdate,
+    memory: MemoryKind,
     #[module(skip)]
     compute: Compute,
 }
@@ -154,7 +154,7 @@ impl ModelConfig {
                     .init(device)
             }),
             // The XL baseline places the previous segment's keys before this segment's.
-            rope: Rope::new(self.segment_len * if self.memory == MemoryUpdate::Xl { 2 } else { 1 }, self.head_dim(), self.rope_theta, device),
+            rope: Rope::new(self.segment_len * if self.memory == MemoryKind::Xl { 2 } else { 1 }, self.head_dim(), self.rope_theta, device),
             segment_len: self.segment_len,
             memory: self.memory,
             compute: None,
@@ -177,11 +177,6 @@ impl InfiniLm {
     /// The type of the matrix products (`None` = f32).
     pub fn compute(&self) -> Compute {
         self.compute
-    }
-
-    /// Tokens per segment this model was built for (the longest input of one forward call).
-    pub fn segment_len(&self) -> usize {
-        self.segment_len
     }
 
     /// Embeds `tokens: [B, N]` into `[B, N, d_model]`.

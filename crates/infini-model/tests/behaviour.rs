@@ -1,4 +1,4 @@
-//! Causality, gradient flow through the memory, resets and the gate (tests 2–5 of issue 3).
+//! Causality, gradient flow through the memory, resets and the gate.
 
 mod common;
 
@@ -6,7 +6,7 @@ use burn::module::Param;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 use infini_model::rope::Rope;
-use infini_model::{InfiniLm, LayerMemory, Memory, MemoryState, MemoryUpdate, sigma};
+use infini_model::{InfiniLm, LayerMemory, Memory, MemoryState, MemoryKind, sigma};
 
 /// Logits of every segment of `tokens: [B, S·N]`, processed segment by segment.
 fn run_segments(model: &InfiniLm, config: &infini_model::ModelConfig, tokens: &[i64], batch: usize) -> Vec<Vec<f64>> {
@@ -28,7 +28,7 @@ fn run_segments(model: &InfiniLm, config: &infini_model::ModelConfig, tokens: &[
 #[test]
 fn perturbing_a_token_changes_only_it_and_the_future() {
     let device = Device::flex();
-    for rule in [MemoryUpdate::Linear, MemoryUpdate::Delta, MemoryUpdate::None, MemoryUpdate::Xl] {
+    for rule in [MemoryKind::Linear, MemoryKind::Delta, MemoryKind::None, MemoryKind::Xl] {
         let config = test_config(rule);
         let model = config.init(&device);
         let (n, v, segments) = (config.segment_len, config.vocab_size, 3);
@@ -50,13 +50,13 @@ fn perturbing_a_token_changes_only_it_and_the_future() {
                     let later_segment = seg > s;
                     if before {
                         assert!(diff == 0.0, "{rule:?}: perturbing ({s},{t}) changed earlier output ({seg},{pos}) by {diff}");
-                    } else if !later_segment || rule.has_memory() || (rule == MemoryUpdate::Xl && seg == s + 1) {
+                    } else if !later_segment || rule.has_memory() || (rule == MemoryKind::Xl && seg == s + 1) {
                         assert!(diff > 1e-7, "{rule:?}: perturbing ({s},{t}) left ({seg},{pos}) unchanged");
                     } else {
                         // Without memory, later segments cannot see this one at all; with XL, only
                         // the next segment can (one layer back per segment and layer: here 2
                         // layers, so segment s+2 can be reached through the stacked caches).
-                        if rule == MemoryUpdate::None {
+                        if rule == MemoryKind::None {
                             assert!(diff == 0.0, "{rule:?}: no-memory model leaked across segments at ({seg},{pos})");
                         }
                     }
@@ -67,7 +67,7 @@ fn perturbing_a_token_changes_only_it_and_the_future() {
 }
 
 /// Gradient of a loss on segment 2 with respect to segment 1's embedded inputs.
-fn segment1_input_grad(rule: MemoryUpdate, detach_between: bool) -> Vec<f64> {
+fn segment1_input_grad(rule: MemoryKind, detach_between: bool) -> Vec<f64> {
     let device = Device::flex().autodiff();
     let config = test_config(rule);
     let model = config.init(&device);
@@ -89,7 +89,7 @@ fn segment1_input_grad(rule: MemoryUpdate, detach_between: bool) -> Vec<f64> {
 
 #[test]
 fn memory_writes_receive_gradient_across_segments() {
-    for rule in [MemoryUpdate::Linear, MemoryUpdate::Delta] {
+    for rule in [MemoryKind::Linear, MemoryKind::Delta] {
         let g = segment1_input_grad(rule, false);
         let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!(norm.is_finite() && norm > 1e-6, "{rule:?}: gradient through the memory is {norm}");
@@ -97,14 +97,14 @@ fn memory_writes_receive_gradient_across_segments() {
         assert!(detached.iter().all(|&x| x == 0.0), "{rule:?}: detached memory still passed gradient");
     }
     // Without memory, segment 1 cannot influence segment 2's loss at all.
-    let none = segment1_input_grad(MemoryUpdate::None, false);
+    let none = segment1_input_grad(MemoryKind::None, false);
     assert!(none.iter().all(|&x| x == 0.0));
 }
 
 #[test]
 fn gate_beta_receives_gradient() {
     let device = Device::flex().autodiff();
-    let config = test_config(MemoryUpdate::Linear);
+    let config = test_config(MemoryKind::Linear);
     let model = config.init(&device);
     let mut rng = rng(5);
     let mut memory = MemoryState::empty(&config, 2, &device);
@@ -145,7 +145,7 @@ fn sigma_is_elu_plus_one_with_finite_gradients_at_extremes() {
 #[test]
 fn reset_empties_exactly_the_flagged_streams() {
     let device = Device::flex();
-    for rule in [MemoryUpdate::Linear, MemoryUpdate::Delta, MemoryUpdate::Xl] {
+    for rule in [MemoryKind::Linear, MemoryKind::Delta, MemoryKind::Xl] {
         let config = test_config(rule);
         let model = config.init(&device);
         let (b, n, v) = (3, config.segment_len, config.vocab_size);
@@ -182,7 +182,7 @@ fn reset_clears_even_a_non_finite_memory() {
 #[test]
 fn gate_selects_memory_or_local_path() {
     let device = Device::flex();
-    let config = test_config(MemoryUpdate::Linear);
+    let config = test_config(MemoryKind::Linear);
     let (b, n, d, h, dk) = (2, config.segment_len, config.d_model, config.n_heads, config.head_dim());
     let rope = Rope::new(n, dk, config.rope_theta, &device);
     let mut rng = rng(7);
@@ -219,7 +219,7 @@ fn gate_selects_memory_or_local_path() {
 fn streaming_with_a_kv_cache_equals_segment_by_segment_recomputation() {
     use infini_model::StreamState;
     let device = Device::flex();
-    for rule in [MemoryUpdate::Linear, MemoryUpdate::Delta, MemoryUpdate::None, MemoryUpdate::Xl] {
+    for rule in [MemoryKind::Linear, MemoryKind::Delta, MemoryKind::None, MemoryKind::Xl] {
         let config = test_config(rule);
         let model = config.init(&device);
         let (n, v) = (config.segment_len, config.vocab_size);
@@ -259,7 +259,7 @@ fn streaming_with_a_kv_cache_equals_segment_by_segment_recomputation() {
 fn bf16_compute_keeps_the_memory_f32_and_stays_close_to_f32() {
     use burn::tensor::DType;
     let device = Device::flex().autodiff();
-    for rule in [MemoryUpdate::Linear, MemoryUpdate::Delta, MemoryUpdate::Xl] {
+    for rule in [MemoryKind::Linear, MemoryKind::Delta, MemoryKind::Xl] {
         let config = test_config(rule);
         let model = config.init(&device);
         let low = model.clone().with_compute(Some(DType::BF16));

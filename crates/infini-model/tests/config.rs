@@ -1,15 +1,11 @@
-//! Config errors are one line and name the key (test 6 of issue 3).
+//! Config errors are one line and name the key.
 
 use std::path::Path;
 
-use infini_model::{MemoryUpdate, ModelConfig, toml_file};
-use serde::Deserialize;
+use infini_data::toml_file::{self, ModelTable};
+use infini_model::{MemoryKind, ModelConfig};
 
-#[derive(Deserialize, Debug)]
-struct File {
-    #[allow(dead_code)]
-    model: ModelConfig,
-}
+type File = ModelTable<ModelConfig>;
 
 const GOOD: &str = "[model]\nvocab_size = 100\nd_model = 64\nn_layers = 2\nn_heads = 4\nffn_hidden = 128\n";
 
@@ -32,7 +28,7 @@ fn good_config_parses_with_defaults() {
     let file: File = toml_file::parse(Path::new("run.toml"), GOOD).unwrap();
     let m = file.model;
     m.validate().unwrap();
-    assert_eq!((m.segment_len, m.memory, m.head_dim()), (2048, MemoryUpdate::Linear, 16));
+    assert_eq!((m.segment_len, m.memory, m.head_dim()), (2048, MemoryKind::Linear, 16));
 }
 
 #[test]
@@ -71,7 +67,7 @@ fn paper_memory_size_is_1_6m_floats() {
     let mut m: ModelConfig = toml_file::parse::<File>(Path::new("x"), GOOD).unwrap().model;
     (m.n_layers, m.n_heads, m.d_model, m.head_dim) = (12, 8, 1024, Some(128));
     assert_eq!(m.memory_floats(), 1_585_152);
-    m.memory = MemoryUpdate::None;
+    m.memory = MemoryKind::None;
     assert_eq!(m.memory_floats(), 0);
 }
 
@@ -79,7 +75,7 @@ fn paper_memory_size_is_1_6m_floats() {
 fn parameter_count_matches_the_built_model() {
     use burn::module::Module;
     let device = burn::tensor::Device::flex();
-    for (memory, tie) in [(MemoryUpdate::Linear, true), (MemoryUpdate::None, false), (MemoryUpdate::Delta, false)] {
+    for (memory, tie) in [(MemoryKind::Linear, true), (MemoryKind::None, false), (MemoryKind::Delta, false)] {
         let mut m: ModelConfig = toml_file::parse::<File>(Path::new("x"), GOOD).unwrap().model;
         (m.memory, m.tie_embeddings) = (memory, tie);
         assert_eq!(m.init(&device).num_params(), m.num_params(), "{memory:?} tied={tie}");

@@ -1,4 +1,4 @@
-//! Infini-attention against a naive f64 reference written with loops (test 1 of issue 3).
+//! Infini-attention against a naive f64 reference written with loops.
 
 mod common;
 
@@ -6,7 +6,7 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 use common::*;
 use infini_model::rope::Rope;
-use infini_model::{InfiniAttention, LayerMemory, Memory, MemoryUpdate, XlCache, sigma as sigma_t};
+use infini_model::{InfiniAttention, LayerMemory, Memory, MemoryKind, XlCache, sigma as sigma_t};
 
 const TOL: f64 = 1e-4;
 
@@ -25,7 +25,7 @@ fn memory_retrieval_and_updates_match_reference_over_segments() {
     let mut rng = rng(1);
     // (batch, heads, tokens, d_k, d_v): d_v ≠ d_k catches transposed memories.
     for (case, &(b, h, n, dk, dv)) in [(1, 1, 3, 2, 2), (2, 3, 5, 4, 6), (3, 2, 7, 8, 3)].iter().enumerate() {
-        for rule in [MemoryUpdate::Linear, MemoryUpdate::Delta] {
+        for rule in [MemoryKind::Linear, MemoryKind::Delta] {
             let mut memory = Memory::empty(b, h, dk, dv, &device);
             let mut reference: Vec<Vec<RefMemory>> = vec![vec![RefMemory::empty(dk, dv); h]; b];
             for segment in 0..4 {
@@ -49,7 +49,7 @@ fn memory_retrieval_and_updates_match_reference_over_segments() {
                 assert!(e <= TOL, "case {case} {rule:?} segment {segment}: retrieval rel err {e}");
 
                 memory = match rule {
-                    MemoryUpdate::Linear => memory.update_linear(sk, vt),
+                    MemoryKind::Linear => memory.update_linear(sk, vt),
                     _ => memory.update_delta(sk, vt),
                 };
                 for bi in 0..b {
@@ -75,12 +75,12 @@ fn weights(t: Tensor<2>) -> Mat {
 fn attention_layer_matches_reference_over_segments() {
     let device = Device::flex();
     let mut rng = rng(2);
-    for rule in [MemoryUpdate::Linear, MemoryUpdate::Delta, MemoryUpdate::None] {
+    for rule in [MemoryKind::Linear, MemoryKind::Delta, MemoryKind::None] {
         let config = test_config(rule);
         let (b, n, d, h, dk) = (2, config.segment_len, config.d_model, config.n_heads, config.head_dim());
         let mut layer = InfiniAttention::new(&config, 0.3, &device);
         let beta = random_vec(&mut rng, h, 2.0);
-        if rule != MemoryUpdate::None {
+        if rule != MemoryKind::None {
             layer.beta = Some(Param::from_tensor(tensor(&beta, [h], &device)));
         }
         let reference = RefLayer {
@@ -116,7 +116,7 @@ fn attention_layer_matches_reference_over_segments() {
 fn transformer_xl_baseline_attends_to_the_previous_segment() {
     let device = Device::flex();
     let mut rng = rng(9);
-    let config = test_config(MemoryUpdate::Xl);
+    let config = test_config(MemoryKind::Xl);
     let (b, n, d, h, dk) = (2, config.segment_len, config.d_model, config.n_heads, config.head_dim());
     let layer = InfiniAttention::new(&config, 0.3, &device);
     let reference = RefLayer {
@@ -128,7 +128,7 @@ fn transformer_xl_baseline_attends_to_the_previous_segment() {
         n_heads: h,
         head_dim: dk,
         theta: config.rope_theta,
-        rule: MemoryUpdate::None,
+        rule: MemoryKind::None,
     };
     let rope = Rope::new(2 * n, dk, config.rope_theta, &device);
     let empty = XlCache { k: Tensor::zeros([b, h, n, dk], &device), v: Tensor::zeros([b, h, n, dk], &device), valid: vec![false; b] };

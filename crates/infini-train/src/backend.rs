@@ -104,8 +104,8 @@ fn cuda() -> Result<Device, String> {
 /// says otherwise), or directly if this already is one. Flex and the fused host ops share work
 /// through rayon; called from outside a pool, the caller's thread runs the serial parts while
 /// the pool's threads, as many as there are cores, spin between parallel parts — one thread
-/// more than cores. Inside the pool the serial parts run on a worker itself: steps of
-/// configs/bench.toml took 0.95 s instead of 1.15 s on 2 cores.
+/// more than cores. Inside the pool the serial parts run on a worker itself, which is faster
+/// (docs/benchmarks.md).
 pub fn in_worker_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();

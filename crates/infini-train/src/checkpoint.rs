@@ -214,7 +214,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 
 /// Reads a checkpoint's config and training state.
 pub fn read_meta(checkpoint: &Path) -> Result<(RunConfig, TrainState)> {
-    let config: RunConfig = infini_model::toml_file::read(&checkpoint.join("config.toml"))?;
+    let config: RunConfig = infini_data::toml_file::read(&checkpoint.join("config.toml"))?;
     let state_path = checkpoint.join("state.json");
     let text = io(fs::read_to_string(&state_path), || format!("cannot read {}", state_path.display()))?;
     let state = serde_json::from_str(&text).map_err(|e| format!("{} is corrupt: {e}", state_path.display()))?;

@@ -232,7 +232,7 @@ fn set_override(root: &mut toml::Table, assignment: &str) -> Result<(), String> 
 impl RunConfig {
     /// Reads `path`, applies `overrides` (`section.key=value`), and validates the result.
     pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig, String> {
-        let config: RunConfig = infini_model::toml_file::read(path)?;
+        let config: RunConfig = infini_data::toml_file::read(path)?;
         config.with_overrides(overrides, &path.display().to_string())
     }
 

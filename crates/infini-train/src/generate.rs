@@ -2,7 +2,7 @@
 //! prompt is read segment by segment into the memory (constant memory in its length), then
 //! tokens are decoded one at a time with a key/value cache inside the current segment.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 use infini_model::{InfiniLm, ModelConfig, StreamState};
 use serde::Serialize;
 
@@ -42,9 +42,9 @@ fn pick(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> u32 {
     order[order.len() - 1] as u32
 }
 
+/// One stream of token ids `[1, len]`.
 fn ids(values: &[u32], device: &Device) -> Tensor<2, Int> {
-    let data: Vec<i64> = values.iter().map(|&t| t as i64).collect();
-    Tensor::from_data(TensorData::new(data, [1, values.len()]), device)
+    crate::loss::ids(values, 1, values.len(), device)
 }
 
 /// Reads `prompt` (at most a segment at a time, so memory stays constant in its length) and

@@ -16,5 +16,4 @@ pub mod plot;
 pub mod generate;
 pub mod inspect;
 pub mod bench;
-pub mod softmax;
-pub mod alloc;
+pub mod vocab_nll;

@@ -13,16 +13,24 @@ pub fn ids(values: &[u32], batch: usize, len: usize, device: &Device) -> Tensor<
     Tensor::from_data(TensorData::new(data, [batch, len]), device)
 }
 
+/// The tensor-op loss over the vocabulary: `log softmax` of `logits: [T, V]` and each row's
+/// `−log p(target)` for `targets: [T, 1]`, as `[T, 1]`.
+fn log_probs(logits: Tensor<2>, targets: Tensor<2, Int>) -> (Tensor<2>, Tensor<2>) {
+    let logp = log_softmax(logits, 1);
+    let nll = logp.clone().gather(1, targets).neg();
+    (logp, nll)
+}
+
 /// `-log p(target)` at every position of `logits: [B, N, V]`, times `mask: [B, N]`.
 pub fn masked_nll(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
-    let [b, n, _] = logits.dims();
-    let logp = log_softmax(logits, 2).gather(2, targets.reshape([b, n, 1])).reshape([b, n]);
-    logp.neg() * mask
+    let [b, n, v] = logits.dims();
+    let (_, nll) = log_probs(logits.reshape([b * n, v]), targets.reshape([b * n, 1]));
+    nll.reshape([b, n]) * mask
 }
 
 /// Runs one segment for every stream (emptying the memory of streams that start a document)
 /// and returns the per-position masked NLL `[B, N]` and the updated memory. Without autodiff on
-/// Flex the loss over the vocabulary runs fused on the host ([`crate::softmax::nll`]).
+/// Flex the loss over the vocabulary runs fused on the host ([`crate::vocab_nll::nll`]).
 pub fn segment_nll(model: &InfiniLm, segment: &SegmentBatch, memory: MemoryState, device: &Device) -> (Tensor<2>, MemoryState) {
     let (b, n) = (segment.batch, segment.segment_len);
     let inputs = ids(&segment.inputs, b, n, device);
@@ -31,7 +39,7 @@ pub fn segment_nll(model: &InfiniLm, segment: &SegmentBatch, memory: MemoryState
     if on_host(device) && !device.is_autodiff() {
         let vocab = logits.dims()[2];
         let mut data = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
-        let nll = crate::softmax::nll(&mut data, vocab, &segment.targets);
+        let nll = crate::vocab_nll::nll(&mut data, vocab, &segment.targets);
         return (Tensor::<2>::from_data(TensorData::new(nll, [b, n]), device) * mask, memory);
     }
     let targets = ids(&segment.targets, b, n, device);
@@ -74,19 +82,16 @@ pub fn head_grad_with(model: &InfiniLm, hidden: Tensor<3>, segment: &SegmentBatc
         let vocab = w.dims()[1];
         let mut data = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
         let weights: Vec<f32> = segment.mask.iter().map(|&m| m * scale as f32).collect();
-        let nll = crate::softmax::nll_and_grad(&mut data, vocab, &segment.targets, &weights);
+        let nll = crate::vocab_nll::nll_and_grad(&mut data, vocab, &segment.targets, &weights);
         let sum: f64 = nll.iter().zip(&segment.mask).map(|(&l, &m)| l as f64 * m as f64).sum();
         (Tensor::<1>::from_data(TensorData::new(vec![sum as f32], [1]), device), Tensor::<2>::from_data(TensorData::new(data, [t, vocab]), device))
     } else {
         let targets = ids(&segment.targets, t, 1, device);
         let mask = Tensor::<2>::from_data(TensorData::new(segment.mask.clone(), [t, 1]), device);
-        let target_logit = logits.clone().gather(1, targets.clone());
-        let max = logits.clone().max_dim(1);
-        let exp = (logits - max.clone()).exp();
-        let sum = exp.clone().sum_dim(1);
-        let nll_sum = ((sum.clone().log() + max - target_logit) * mask.clone()).sum();
+        let (logp, nll) = log_probs(logits, targets.clone());
+        let nll_sum = (nll * mask.clone()).sum();
         let weight = mask.mul_scalar(scale);
-        (nll_sum, (exp * (weight.clone() / sum)).scatter(1, targets, weight.neg(), IndexingUpdateOp::Add))
+        (nll_sum, (logp.exp() * weight.clone()).scatter(1, targets, weight.neg(), IndexingUpdateOp::Add))
     };
     let grad_hidden = matmul(grad_logits.clone(), w.transpose(), compute);
     let grad_weight = matmul(h.transpose(), grad_logits, compute);

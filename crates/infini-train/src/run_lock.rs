@@ -9,7 +9,9 @@ use std::path::Path;
 
 /// Held for as long as a run trains; dropping it releases the folder.
 pub struct RunLock {
-    _file: File,
+    file: File,
+    /// What the lock file held before (None: it did not exist), for [`RunLock::abandon`].
+    previous: Option<String>,
 }
 
 impl RunLock {
@@ -17,6 +19,7 @@ impl RunLock {
     pub fn acquire(run_dir: &Path) -> Result<RunLock, String> {
         fs::create_dir_all(run_dir).map_err(|e| format!("cannot create run folder {}: {e}", run_dir.display()))?;
         let path = run_dir.join("train.lock");
+        let previous = fs::read_to_string(&path).ok();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -27,7 +30,7 @@ impl RunLock {
         match file.try_lock() {
             Ok(()) => {
                 let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| write!(file, "{}", std::process::id()));
-                Ok(RunLock { _file: file })
+                Ok(RunLock { file, previous })
             }
             Err(TryLockError::WouldBlock) => {
                 let mut pid = String::new();
@@ -39,6 +42,22 @@ impl RunLock {
                 ))
             }
             Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+        }
+    }
+}
+
+impl RunLock {
+    /// Releases the folder and puts the lock file back as it was, for a run that failed to start
+    /// (so that a refused command changes no file).
+    pub fn abandon(mut self, run_dir: &Path) {
+        let path = run_dir.join("train.lock");
+        match &self.previous {
+            Some(text) => {
+                let _ = self.file.set_len(0).and_then(|_| self.file.rewind()).and_then(|_| self.file.write_all(text.as_bytes()));
+            }
+            None => {
+                let _ = fs::remove_file(&path);
+            }
         }
     }
 }

@@ -86,7 +86,8 @@ struct Trainer {
     metrics: fs::File,
     last_checkpoint: Option<PathBuf>,
     replicas: Vec<Device>,
-    _lock: RunLock,
+    /// The run folder's lock, held while training (set once set-up succeeded).
+    _lock: Option<RunLock>,
 }
 
 fn prepared_data(config: &RunConfig) -> Result<(PreparedData, Arc<SplitData>, Option<Arc<SplitData>>), String> {
@@ -252,14 +253,19 @@ impl Trainer {
     fn new(config: RunConfig, start: Start, options: &RunOptions) -> Result<Self, String> {
         let created = !options.run_dir.exists();
         let lock = RunLock::acquire(&options.run_dir)?;
-        Self::set_up(config, start, options, lock).inspect_err(|_| {
-            if created {
-                let _ = fs::remove_dir_all(&options.run_dir);
+        match Self::set_up(config, start, options) {
+            Ok(trainer) => Ok(Self { _lock: Some(lock), ..trainer }),
+            Err(e) => {
+                lock.abandon(&options.run_dir);
+                if created {
+                    let _ = fs::remove_dir_all(&options.run_dir);
+                }
+                Err(e)
             }
-        })
+        }
     }
 
-    fn set_up(mut config: RunConfig, start: Start, options: &RunOptions, lock: RunLock) -> Result<Self, String> {
+    fn set_up(mut config: RunConfig, start: Start, options: &RunOptions) -> Result<Self, String> {
         let run_dir = options.run_dir.clone();
         let device = options.device.clone().autodiff();
         let (data, train, validation) = prepared_data(&config)?;
@@ -375,7 +381,7 @@ impl Trainer {
                 return Err("data.streaming = true is not supported with several devices yet; use one device".into());
             }
         }
-        Ok(Self { config, run_dir, device, model, optimizer, stream, validation, state, carried, metrics, last_checkpoint: None, replicas, _lock: lock })
+        Ok(Self { config, run_dir, device, model, optimizer, stream, validation, state, carried, metrics, last_checkpoint: None, replicas, _lock: None })
     }
 
     fn log(&mut self, record: serde_json::Value) -> Result<(), String> {
@@ -495,7 +501,9 @@ impl Trainer {
             .collect()
     }
 
-    fn validate(&mut self, progress: &Progress) -> Result<Option<EvalResult>, String> {
+    /// Evaluates on the validation split and logs it (not to be confused with `RunConfig::validate`,
+    /// which checks a config).
+    fn run_validation(&mut self, progress: &Progress) -> Result<Option<EvalResult>, String> {
         let Some(split) = self.validation.clone() else { return Ok(None) };
         let e = &self.config.eval;
         let options =
@@ -616,7 +624,7 @@ pub fn train(config: RunConfig, start: Start, options: RunOptions) -> Result<Sum
         let end = t.state.step == last;
         let mut best = false;
         if every(t.config.eval.every, t.state.step) || (end && t.state.step == total) {
-            if let Some(v) = t.validate(&progress)? {
+            if let Some(v) = t.run_validation(&progress)? {
                 best = t.state.best_val_loss.is_none_or(|b| v.loss < b);
                 if best {
                     t.state.best_val_loss = Some(v.loss);

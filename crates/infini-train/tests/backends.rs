@@ -9,7 +9,7 @@ mod common;
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use infini_model::{InfiniLm, MemoryState, MemoryUpdate, ModelConfig};
+use infini_model::{InfiniLm, MemoryState, MemoryKind, ModelConfig};
 use infini_train::backend::{available, device};
 use infini_train::{RunOptions, Start, train};
 
@@ -37,7 +37,7 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
-fn small(memory: MemoryUpdate) -> ModelConfig {
+fn small(memory: MemoryKind) -> ModelConfig {
     let mut c = ModelConfig::tiny(64);
     c.segment_len = 8;
     c.init_std = 0.3;
@@ -66,7 +66,7 @@ fn run(model: &InfiniLm, config: &ModelConfig, tokens: &[Vec<i64>], device: &Dev
 #[test]
 fn model_outputs_match_flex_on_every_backend() {
     let flex = Device::flex();
-    for memory in [MemoryUpdate::Linear, MemoryUpdate::Delta, MemoryUpdate::None, MemoryUpdate::Xl] {
+    for memory in [MemoryKind::Linear, MemoryKind::Delta, MemoryKind::None, MemoryKind::Xl] {
         let config = small(memory);
         let model = config.init(&flex);
         let tokens: Vec<Vec<i64>> = (0..3)
@@ -85,7 +85,7 @@ fn model_outputs_match_flex_on_every_backend() {
 #[test]
 fn causality_holds_on_every_backend() {
     for (name, device) in backends() {
-        let config = small(MemoryUpdate::Linear);
+        let config = small(MemoryKind::Linear);
         let model = config.init(&device);
         let n = config.segment_len;
         let a = token_ids(1, 2 * n, config.vocab_size, 0, &device);
@@ -121,7 +121,7 @@ fn causality_holds_on_every_backend() {
 fn memory_carries_gradient_on_every_backend() {
     for (name, device) in backends() {
         let device = device.autodiff();
-        let config = small(MemoryUpdate::Linear);
+        let config = small(MemoryKind::Linear);
         let model = config.init(&device);
         let (n, d) = (config.segment_len, config.d_model);
         let grad = |detach: bool| {

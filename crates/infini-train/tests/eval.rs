@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use infini_data::{Split, SplitData};
-use infini_model::{MemoryState, MemoryUpdate, ModelConfig};
+use infini_model::{MemoryState, MemoryKind, ModelConfig};
 use infini_train::eval::{EvalOptions, evaluate};
 
 fn documents(lengths: &[usize], vocab: usize) -> Vec<(String, Vec<u32>)> {
@@ -15,7 +15,7 @@ fn documents(lengths: &[usize], vocab: usize) -> Vec<(String, Vec<u32>)> {
         .collect()
 }
 
-fn config(memory: MemoryUpdate) -> ModelConfig {
+fn config(memory: MemoryKind) -> ModelConfig {
     let mut c = ModelConfig::tiny(50);
     c.segment_len = 8;
     c.init_std = 0.3;
@@ -51,7 +51,7 @@ fn by_hand(model: &infini_model::InfiniLm, config: &ModelConfig, doc: &[u32], de
 #[test]
 fn perplexity_is_token_weighted_and_matches_a_hand_computation() {
     let device = Device::flex();
-    for memory in [MemoryUpdate::Linear, MemoryUpdate::Delta, MemoryUpdate::None, MemoryUpdate::Xl] {
+    for memory in [MemoryKind::Linear, MemoryKind::Delta, MemoryKind::None, MemoryKind::Xl] {
         let config = config(memory);
         let model = config.init(&device);
         let docs = documents(&[30, 12, 2], config.vocab_size);
@@ -78,7 +78,7 @@ fn perplexity_is_token_weighted_and_matches_a_hand_computation() {
 #[test]
 fn batched_evaluation_equals_one_document_at_a_time() {
     let device = Device::flex();
-    let config = config(MemoryUpdate::Linear);
+    let config = config(MemoryKind::Linear);
     let model = config.init(&device);
     let split = Arc::new(SplitData::from_documents(Split::Test, documents(&[40, 9, 25, 17, 3, 33], config.vocab_size)));
     let run = |batch_size, max_docs, max_tokens_per_doc| {

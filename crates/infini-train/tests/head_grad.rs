@@ -6,7 +6,7 @@
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor};
 use infini_data::SegmentBatch;
-use infini_model::{InfiniLm, MemoryState, MemoryUpdate, ModelConfig};
+use infini_model::{InfiniLm, MemoryState, MemoryKind, ModelConfig};
 use infini_train::loss::segment_nll;
 use infini_train::optim::gradient_values;
 use infini_train::trainer::{StepGrads, backprop_example};
@@ -47,7 +47,7 @@ fn reference(model: &InfiniLm, example: &[SegmentBatch], config: &ModelConfig, w
     (total, acc.grads())
 }
 
-fn check(tie_embeddings: bool, memory: MemoryUpdate) {
+fn check(tie_embeddings: bool, memory: MemoryKind) {
     let device = Device::flex().autodiff();
     let mut config = ModelConfig::tiny(97);
     config.segment_len = 8;
@@ -79,12 +79,12 @@ fn check(tie_embeddings: bool, memory: MemoryUpdate) {
 
 #[test]
 fn head_gradient_equals_autodiff_untied() {
-    check(false, MemoryUpdate::Linear);
+    check(false, MemoryKind::Linear);
 }
 
 #[test]
 fn head_gradient_equals_autodiff_tied() {
-    check(true, MemoryUpdate::Delta);
+    check(true, MemoryKind::Delta);
 }
 
 /// The tensor-op path (GPU backends) against the fused host path, on Flex.

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use infini_data::SegmentBatch;
-use infini_model::{InfiniLm, MemoryState, MemoryUpdate};
+use infini_model::{InfiniLm, MemoryState, MemoryKind};
 use infini_train::trainer::{StepGrads, backprop_example};
 use infini_train::{RunConfig, RunOptions, Start, train};
 
@@ -40,14 +40,14 @@ fn resumed_streaming_run_restores_the_carried_memory() {
 #[test]
 fn resumed_streaming_xl_baseline_restores_its_cache() {
     let _serial = serial();
-    resume_matches_with(true, MemoryUpdate::Xl);
+    resume_matches_with(true, MemoryKind::Xl);
 }
 
 fn resume_matches(streaming: bool) {
-    resume_matches_with(streaming, MemoryUpdate::Linear);
+    resume_matches_with(streaming, MemoryKind::Linear);
 }
 
-fn resume_matches_with(streaming: bool, memory: MemoryUpdate) {
+fn resume_matches_with(streaming: bool, memory: MemoryKind) {
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path());
     let cfg = |run: &Path| {
@@ -94,7 +94,7 @@ fn continual_pretraining_at_longer_length_and_shape_checks() {
     let mut cfg = config(&data, &long, 3);
     cfg.data.seq_len = 128;
     cfg.model.segment_len = 32;
-    cfg.model.memory = MemoryUpdate::Delta;
+    cfg.model.memory = MemoryKind::Delta;
     let summary = train(cfg, Start::InitFrom(base.clone()), options(&long, None)).unwrap();
     assert_eq!(summary.step, 3);
     assert!(summary.losses.iter().all(|l| l.is_finite()));

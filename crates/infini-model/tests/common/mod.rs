@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use infini_model::{MemoryUpdate, ModelConfig};
+use infini_model::{MemoryKind, ModelConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -49,7 +49,7 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// A small config with weights large enough that every path matters.
-pub fn test_config(memory: MemoryUpdate) -> ModelConfig {
+pub fn test_config(memory: MemoryKind) -> ModelConfig {
     ModelConfig {
         vocab_size: 50,
         d_model: 24,
@@ -105,14 +105,14 @@ impl RefMemory {
             .collect()
     }
 
-    pub fn update(&mut self, sk: &Mat, v: &Mat, rule: MemoryUpdate) {
+    pub fn update(&mut self, sk: &Mat, v: &Mat, rule: MemoryKind) {
         let written: Mat = match rule {
-            MemoryUpdate::Linear => v.clone(),
-            MemoryUpdate::Delta => {
+            MemoryKind::Linear => v.clone(),
+            MemoryKind::Delta => {
                 let old = self.retrieve(sk);
                 v.iter().zip(&old).map(|(vr, or)| vr.iter().zip(or).map(|(a, b)| a - b).collect()).collect()
             }
-            MemoryUpdate::None | MemoryUpdate::Xl => panic!("no compressive memory"),
+            MemoryKind::None | MemoryKind::Xl => panic!("no compressive memory"),
         };
         for (t, krow) in sk.iter().enumerate() {
             for (i, &kv) in krow.iter().enumerate() {
@@ -186,7 +186,7 @@ pub struct RefLayer {
     pub n_heads: usize,
     pub head_dim: usize,
     pub theta: f64,
-    pub rule: MemoryUpdate,
+    pub rule: MemoryKind,
 }
 
 impl RefLayer {
@@ -199,7 +199,7 @@ impl RefLayer {
         for i in 0..h {
             let (qh, kh, vh) = (head(&q, i), head(&k, i), head(&v, i));
             let local = causal_attention(&rope(&qh, self.theta), &rope(&kh, self.theta), &vh);
-            let out = if self.rule == MemoryUpdate::None {
+            let out = if self.rule == MemoryKind::None {
                 local
             } else {
                 let retrieved = memories[i].retrieve(&map(&qh, sigma));

@@ -2,13 +2,16 @@
 //!
 //! glibc serves blocks above 32 MiB (its largest mmap threshold) with a fresh `mmap` and returns
 //! them with `munmap` when freed, so each such tensor faults its pages in again: at the paper's
-//! segment of 2,048 tokens, the logits of one segment are 262 MB, and a training step of
-//! configs/bench.toml at that segment length spent 70% of its time in page faults (5.7 M faults,
-//! 24 s of system time in 34 s). A training step allocates the same sizes every time, so freed
+//! segment of 2,048 tokens, the logits of one segment are 262 MB, and training at that segment
+//! length spent most of its time in page faults (docs/benchmarks.md has the measurement). A
+//! training step allocates the same sizes every time, so freed
 //! blocks of at least [`MIN_BLOCK`] bytes are kept (up to [`cache_limit`] bytes in all, the
 //! longest-kept dropped first) and handed out again for the same size and alignment. Smaller blocks go
-//! straight to the system allocator. The binary opts in with
-//! `#[global_allocator] static ALLOC: LargeBlockCache = LargeBlockCache;`.
+//! straight to the system allocator.
+//!
+//! Only the verbs that compute with tensors turn the cache and [`keep_freed_memory`] on
+//! ([`tune_for_tensors`]); the others (data preparation, tokenizer training), whose large blocks
+//! are not reused, keep glibc's defaults and give freed memory back.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
@@ -34,17 +37,20 @@ struct Cache {
 }
 
 static CACHE: Mutex<Cache> = Mutex::new(Cache { blocks: [None; SLOTS], bytes: 0 });
-static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Bytes the cache may hold; 0 (off) until [`tune_for_tensors`].
+static LIMIT: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes the cache may hold: `INFINI_ALLOC_CACHE_MIB` if set (0 turns it off), else a quarter of
-/// physical memory (Linux; 4 GiB elsewhere). Read once.
+/// Bytes the cache may hold (0: off).
 pub fn cache_limit() -> usize {
-    let limit = LIMIT.load(Ordering::Relaxed);
-    if limit != usize::MAX {
-        return limit;
-    }
-    // Reading the environment and /proc may allocate, but only small blocks, which never touch
-    // the cache's lock.
+    LIMIT.load(Ordering::Relaxed)
+}
+
+/// For the verbs that compute with tensors, called once before any other thread starts: keeps
+/// freed heap memory ([`keep_freed_memory`]) and turns the large-block cache on with room for
+/// `INFINI_ALLOC_CACHE_MIB` MiB if set (0 keeps it off), else a quarter of physical memory
+/// (Linux; 4 GiB elsewhere).
+pub fn tune_for_tensors() {
+    keep_freed_memory();
     let limit = std::env::var("INFINI_ALLOC_CACHE_MIB")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
@@ -56,7 +62,6 @@ pub fn cache_limit() -> usize {
         })
         .unwrap_or(4 << 30);
     LIMIT.store(limit, Ordering::Relaxed);
-    limit
 }
 
 /// The global allocator described in the module documentation.
@@ -145,7 +150,7 @@ unsafe impl GlobalAlloc for LargeBlockCache {
 /// quarter of a training step: 1.6 M page faults in 4 steps of configs/bench.toml). Keep them
 /// in the heap for reuse: tensors up to 32 MiB (glibc's largest threshold) come from the heap,
 /// which is trimmed only past 1 GiB free.
-pub fn keep_freed_memory() {
+fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; call it before other threads start.
     unsafe {
@@ -161,7 +166,7 @@ mod tests {
 
     #[test]
     fn freed_large_blocks_are_reused_and_zeroed_on_request() {
-        cache_limit();
+        LIMIT.store(1 << 30, Ordering::Relaxed);
         let layout = Layout::from_size_align(MIN_BLOCK + 4096, 64).unwrap();
         let cache = LargeBlockCache;
         // SAFETY: plain allocation calls with a valid layout; every block is freed once.

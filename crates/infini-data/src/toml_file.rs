@@ -24,6 +24,14 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, String> 
     })
 }
 
+/// The `[model]` table of a run config, the other tables ignored (`model-info`, benchmarks):
+/// `toml_file::read::<ModelTable<ModelConfig>>(path)?.model`.
+#[derive(serde::Deserialize)]
+pub struct ModelTable<T> {
+    /// The `[model]` table.
+    pub model: T,
+}
+
 /// Reads and parses the TOML file at `path`, with a one-line error if it is missing or malformed.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
