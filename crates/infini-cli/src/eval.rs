@@ -32,7 +32,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
     /// Also write the full results as JSON here, the perplexity by segment index beside it as
-    /// CSV (same name, .csv) and as a plot (.png).
+    /// CSV (same name, .csv) and as a plot (.svg).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Count only the answer tokens of a synthetic task (default: as the run was trained,
@@ -107,13 +107,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
             infini_data::fsutil::atomic_write(p, text.as_bytes()).map_err(|e| anyhow!("cannot write {}: {e}", p.display()))
         };
         write(&path, serde_json::to_string_pretty(&result)?)?;
-        let csv: String = std::iter::once("segment_index,tokens,nll,perplexity\n".to_string())
-            .chain(result.by_segment.iter().map(|s| format!("{},{},{},{}\n", s.index, s.tokens, s.nll, s.perplexity)))
-            .collect();
-        write(&path.with_extension("csv"), csv)?;
-        let png = path.with_extension("png");
-        plot_by_segment(&result, &png, config.model.segment_len).map_err(|e| anyhow!(e))?;
-        println!("wrote             {}, {} and {}", path.display(), path.with_extension("csv").display(), png.display());
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record(["segment_index", "tokens", "nll", "perplexity"])?;
+        for s in &result.by_segment {
+            csv.serialize((s.index, s.tokens, s.nll, s.perplexity))?;
+        }
+        write(&path.with_extension("csv"), String::from_utf8(csv.into_inner()?)?)?;
+        let svg = path.with_extension("svg");
+        plot_by_segment(&result, &svg, config.model.segment_len).map_err(|e| anyhow!(e))?;
+        println!("wrote             {}, {} and {}", path.display(), path.with_extension("csv").display(), svg.display());
     }
     Ok(())
 }

@@ -48,7 +48,7 @@ enum Command {
     Passkey(infer::PasskeyArgs),
     /// Show each head's gate sigmoid(beta) and its memory's size after a document.
     Inspect(infer::InspectArgs),
-    /// Draw a run's training curves (loss, LR, gradient norm, gates) into RUN_DIR/curves.png.
+    /// Draw a run's training curves (loss, LR, gradient norm, gates) into RUN_DIR/curves.svg.
     Plot {
         /// The run folder (holding metrics.jsonl).
         run_dir: PathBuf,

@@ -52,13 +52,13 @@ fn train_resume_eval_plot() {
     assert_eq!(lines.lines().filter(|l| l.contains("\"train\"")).count(), 6);
     let r = infini_in(d, &["eval", "--checkpoint", "run", "--split", "test", "--json", "ev.json"]);
     assert!(r.ok, "{}", r.stderr);
-    assert!(d.join("ev.csv").exists() && d.join("ev.png").exists());
+    assert!(d.join("ev.csv").exists() && d.join("ev.svg").exists());
     // The run recorded its data absolutely: evaluating it from another folder works too.
     let run_path = d.join("run");
     let elsewhere = infini_in(&d.join("corpus"), &["eval", "--checkpoint", run_path.to_str().unwrap(), "--split", "test"]);
     assert!(elsewhere.ok, "{}", elsewhere.stderr);
     assert!(infini_in(d, &["plot", "run"]).ok);
-    assert!(d.join("run/curves.png").exists());
+    assert!(d.join("run/curves.svg").exists());
     assert!(infini_in(d, &["generate", "--checkpoint", "run", "--prompt", "the memory", "--max-new-tokens", "5"]).ok);
     assert_one_line_error(&infini_in(d, &["train", "--config", "run.toml", "--backend", "cuda", "--run-dir", "x"]), "cuda");
     assert_one_line_error(&infini_in(d, &["train", "--config", "run.toml", "--set", "model.vocab_size=301", "--run-dir", "y"]), "vocab_size");

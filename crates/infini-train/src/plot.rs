@@ -1,24 +1,32 @@
-//! Line charts as PNG files, with no font or system dependency: a small rasteriser, the public
-//! domain 8×8 bitmap font, and the `png` encoder. Used by `infini plot` and `infini eval`.
+//! Line charts as SVG files, drawn with `plotters`. Used by `infini plot` and `infini eval`.
+//!
+//! SVG rather than PNG: plotters' bitmap backend needs a font from the system (fontconfig and
+//! FreeType) or a font file shipped with the binary to draw any text, while SVG text is drawn by
+//! whatever displays the file, so charts work on a bare machine and open in any browser.
 
 use std::path::Path;
 
-use font8x8::legacy::BASIC_LEGACY;
-
-/// An RGB colour.
-pub type Rgb = [u8; 3];
+use plotters::prelude::*;
 
 /// Colours for successive series.
-pub const PALETTE: [Rgb; 8] =
-    [[31, 119, 180], [214, 39, 40], [44, 160, 44], [255, 127, 14], [148, 103, 189], [140, 86, 75], [227, 119, 194], [23, 190, 207]];
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
 
 /// One line (or set of markers) of a chart.
 pub struct Series {
     /// Legend text.
     pub name: String,
-    /// (x, y) points in order of x.
+    /// (x, y) points in order of x; non-finite ones are skipped.
     pub points: Vec<(f64, f64)>,
-    /// Draw squares at the points instead of a line.
+    /// Draw markers at the points instead of a line.
     pub markers: bool,
 }
 
@@ -34,171 +42,69 @@ pub struct Chart {
     pub series: Vec<Series>,
 }
 
-/// An RGB image being drawn.
-pub struct Canvas {
-    width: usize,
-    height: usize,
-    pixels: Vec<u8>,
+/// The range covering `values`, padded by 5% (a flat series gets ±1 or ±5%).
+fn span(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+    let (lo, hi) = values.filter(|v| v.is_finite() && (!log || *v > 0.0)).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        return if log { (0.1, 10.0) } else { (0.0, 1.0) };
+    }
+    if log {
+        return (lo / 1.2, hi * 1.2);
+    }
+    let pad = if hi > lo { (hi - lo) * 0.05 } else { lo.abs().max(1.0) * 0.05 };
+    (lo - pad, hi + pad)
 }
 
-impl Canvas {
-    /// A white canvas.
-    pub fn new(width: usize, height: usize) -> Self {
-        Self { width, height, pixels: vec![255; width * height * 3] }
-    }
-
-    fn set(&mut self, x: i64, y: i64, c: Rgb) {
-        if x >= 0 && y >= 0 && (x as usize) < self.width && (y as usize) < self.height {
-            let i = (y as usize * self.width + x as usize) * 3;
-            self.pixels[i..i + 3].copy_from_slice(&c);
-        }
-    }
-
-    fn rect(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, c: Rgb) {
-        for y in y0..=y1 {
-            for x in x0..=x1 {
-                self.set(x, y, c);
+fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, chart: &Chart) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let points = || chart.series.iter().flat_map(|s| s.points.iter());
+    let (x0, x1) = span(points().map(|p| p.0), false);
+    let (y0, y1) = span(points().map(|p| p.1), chart.log_y);
+    let mut builder = ChartBuilder::on(area);
+    builder.caption(&chart.title, ("sans-serif", 16)).margin(10).x_label_area_size(35).y_label_area_size(60);
+    let visible = |s: &Series| -> Vec<(f64, f64)> { s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite() && (!chart.log_y || *y > 0.0)).collect() };
+    macro_rules! body {
+        ($ctx:expr) => {{
+            let mut ctx = $ctx;
+            ctx.configure_mesh().x_desc(chart.x_label.as_str()).light_line_style(WHITE.mix(0.0)).draw().map_err(err)?;
+            for (i, s) in chart.series.iter().enumerate() {
+                let color = PALETTE[i % PALETTE.len()];
+                let pts = visible(s);
+                let drawn = if s.markers {
+                    ctx.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(err)?
+                } else {
+                    ctx.draw_series(LineSeries::new(pts, color.stroke_width(2))).map_err(err)?
+                };
+                drawn.label(s.name.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
             }
-        }
+            ctx.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+        }};
     }
-
-    /// A line two pixels wide (Bresenham).
-    fn line(&mut self, (mut x0, mut y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let mut err = dx + dy;
-        loop {
-            self.rect(x0, y0, x0 + 1, y0 + 1, c);
-            if x0 == x1 && y0 == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x0 += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y0 += sy;
-            }
-        }
-    }
-
-    /// Text with its top-left corner at (x, y); `scale` 1 is 8 pixels high.
-    fn text(&mut self, x: i64, y: i64, s: &str, c: Rgb) {
-        for (i, ch) in s.chars().enumerate() {
-            let glyph = BASIC_LEGACY[(ch as usize).min(127)];
-            for (row, bits) in glyph.iter().enumerate() {
-                for col in 0..8 {
-                    if bits >> col & 1 == 1 {
-                        self.set(x + i as i64 * 8 + col, y + row as i64, c);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Draws `chart` into the rectangle (x, y, w, h).
-    pub fn chart(&mut self, chart: &Chart, x: i64, y: i64, w: i64, h: i64) {
-        let grey = [120, 120, 120];
-        self.text(x + 60, y + 4, &chart.title, [0, 0, 0]);
-        let (left, top, right, bottom) = (x + 70, y + 20, x + w - 10, y + h - 40);
-        let ty = |v: f64| if chart.log_y { v.max(1e-12).log10() } else { v };
-        let finite: Vec<(f64, f64)> =
-            chart.series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.0.is_finite() && ty(p.1).is_finite()).collect();
-        self.line((left, bottom), (right, bottom), grey);
-        self.line((left, top), (left, bottom), grey);
-        if finite.is_empty() {
-            self.text(left + 10, (top + bottom) / 2, "no data", grey);
-            return;
-        }
-        let (mut x0, mut x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-        let (mut y0, mut y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(ty(p.1)), b.max(ty(p.1))));
-        if x1 <= x0 {
-            (x0, x1) = (x0 - 1.0, x1 + 1.0);
-        }
-        if y1 <= y0 {
-            (y0, y1) = (y0 - 0.5, y1 + 0.5);
-        }
-        let pad = (y1 - y0) * 0.05;
-        (y0, y1) = (y0 - pad, y1 + pad);
-        let px = |v: f64| left + ((v - x0) / (x1 - x0) * (right - left) as f64).round() as i64;
-        let py = |v: f64| bottom - ((ty(v) - y0) / (y1 - y0) * (bottom - top) as f64).round() as i64;
-        for i in 0..=4 {
-            let frac = i as f64 / 4.0;
-            let (yv, xv) = (y0 + frac * (y1 - y0), x0 + frac * (x1 - x0));
-            let yl = if chart.log_y { 10f64.powf(yv) } else { yv };
-            let yp = bottom - (frac * (bottom - top) as f64) as i64;
-            let xp = left + (frac * (right - left) as f64) as i64;
-            self.line((left - 4, yp), (left, yp), grey);
-            self.text(x + 2, yp - 4, &format_number(yl), grey);
-            self.line((xp, bottom), (xp, bottom + 4), grey);
-            let label = format_number(xv);
-            self.text(xp - 4 * label.len() as i64, bottom + 8, &label, grey);
-        }
-        self.text((left + right) / 2 - 4 * chart.x_label.len() as i64, bottom + 22, &chart.x_label, [0, 0, 0]);
-        for (i, series) in chart.series.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
-            let pts: Vec<(i64, i64)> =
-                series.points.iter().filter(|p| p.0.is_finite() && ty(p.1).is_finite()).map(|p| (px(p.0), py(p.1))).collect();
-            if series.markers || pts.len() == 1 {
-                for &(a, b) in &pts {
-                    self.rect(a - 2, b - 2, a + 2, b + 2, c);
-                }
-            } else {
-                for pair in pts.windows(2) {
-                    self.line(pair[0], pair[1], c);
-                }
-            }
-            let ly = top + 4 + 12 * i as i64;
-            self.rect(right - 150, ly + 2, right - 140, ly + 5, c);
-            self.text(right - 134, ly, &series.name.chars().take(16).collect::<String>(), [0, 0, 0]);
-        }
-    }
-
-    /// Writes the canvas as a PNG.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let mut bytes = Vec::new();
-        {
-            let mut encoder = png::Encoder::new(&mut bytes, self.width as u32, self.height as u32);
-            encoder.set_color(png::ColorType::Rgb);
-            encoder.set_depth(png::BitDepth::Eight);
-            let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-            writer.write_image_data(&self.pixels).map_err(|e| e.to_string())?;
-        }
-        infini_data::fsutil::atomic_write(path, &bytes).map_err(|e| e.to_string())
-    }
-}
-
-/// Short axis labels: `0.012`, `3.5`, `1200`, `2.5e6`.
-pub fn format_number(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if !(1e-2..1e5).contains(&a) {
-        format!("{v:.1e}")
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
+    if chart.log_y {
+        body!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(err)?);
     } else {
-        format!("{v:.3}")
+        body!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?);
     }
+    Ok(())
 }
 
-/// Draws `charts` in a grid of `columns` panels of 480×300 and saves the PNG.
+/// Draws `charts` in a grid of `columns` panels of 480×300 and saves the SVG (atomically).
 pub fn save_grid(charts: &[Chart], columns: usize, path: &Path) -> Result<(), String> {
-    let (pw, ph) = (480usize, 300usize);
-    let rows = charts.len().div_ceil(columns.max(1));
-    let mut canvas = Canvas::new(pw * columns, ph * rows.max(1));
-    for (i, chart) in charts.iter().enumerate() {
-        let (cx, cy) = ((i % columns) * pw, (i / columns) * ph);
-        canvas.chart(chart, cx as i64, cy as i64, pw as i64, ph as i64);
+    let columns = columns.max(1);
+    let rows = charts.len().div_ceil(columns).max(1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (480 * columns as u32, 300 * rows as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        for (area, chart) in root.split_evenly((rows, columns)).iter().zip(charts) {
+            draw(area, chart)?;
+        }
+        root.present().map_err(|e| e.to_string())?;
     }
-    canvas.save(path)
+    infini_data::fsutil::atomic_write(path, svg.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// `RUN/metrics.jsonl` → `RUN/curves.png`: loss (train and validation), learning rate,
+/// `RUN/metrics.jsonl` → `RUN/curves.svg`: loss (train and validation), learning rate,
 /// gradient norm and mean sigmoid(β) per layer against the step.
 pub fn plot_run(run_dir: &Path) -> Result<std::path::PathBuf, String> {
     let path = run_dir.join("metrics.jsonl");
@@ -242,7 +148,7 @@ pub fn plot_run(run_dir: &Path) -> Result<std::path::PathBuf, String> {
         },
         Chart { title: "training tokens/s".into(), x_label: step(), log_y: false, series: vec![series("tokens/s", tps, false)] },
     ];
-    let out = run_dir.join("curves.png");
+    let out = run_dir.join("curves.svg");
     save_grid(&charts, 2, &out)?;
     Ok(out)
 }
