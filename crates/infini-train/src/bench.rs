@@ -11,7 +11,7 @@ use infini_model::{InfiniLm, MemoryState, ModelConfig};
 
 use crate::config::RunConfig;
 use crate::optim::{build, clip_global_norm, learning_rate};
-use crate::trainer::{StepGrads, backprop_example};
+use crate::backprop::{StepGrads, backprop_example};
 
 /// How the model FLOPs of a training token are counted (forward + backward = 3 × forward).
 pub const FLOP_FORMULA: &str = "per token: 6·P (P = weights of all matrix products: attention projections, FFN, output head; \

@@ -8,6 +8,8 @@ pub mod loss;
 pub mod checkpoint;
 pub mod backend;
 pub mod trainer;
+pub mod backprop;
+mod parallel;
 pub mod run_lock;
 
 pub use config::RunConfig;

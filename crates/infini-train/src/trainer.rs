@@ -14,20 +14,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Device, IndexingUpdateOp, Tensor, TensorData};
+use burn::tensor::Device;
 use infini_data::progress::{Progress, human_duration};
 use infini_data::{PreparedData, SegmentBatch, SegmentStream, Split, SplitData};
-use infini_model::{InfiniLm, LayerMemory, MemoryState};
+use infini_model::{InfiniLm, MemoryState};
 use serde_json::json;
 
 use crate::checkpoint::{self, Snapshot, TrainState};
 use crate::config::{LossOn, RunConfig};
 use crate::run_lock::RunLock;
 use crate::eval::{EvalOptions, EvalResult, evaluate};
-use crate::loss::{head_grad, ids};
-use crate::optim::{build, clip_global_norm, learning_rate, sum_device_grads};
+use crate::backprop::{StepGrads, backprop_example, mean_memory_norm, memory_is_finite};
+use crate::optim::{build, clip_global_norm, learning_rate};
+use crate::parallel::data_parallel;
 
 /// Set by Ctrl-C: the loop saves a checkpoint and stops after the current step.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -116,135 +117,6 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
         .map(|l| format!("{l}\n"))
         .collect();
     infini_data::fsutil::atomic_write(path, kept.as_bytes()).map_err(|e| e.to_string())
-}
-
-/// The gradients of one optimizer step, accumulated over its examples and windows: the blocks'
-/// through autodiff, the two vocabulary-sized matrices by hand. The output head's gradient is
-/// `Σ hᵀ·g` ([`head_grad`]); the embedding's is the gradient of the embedded inputs added into
-/// the rows of their tokens. Autodiff would instead build, per segment, a dense `[vocab, d]`
-/// gradient for each and add them up, several whole-matrix passes per window.
-pub struct StepGrads {
-    autodiff: GradientsAccumulator<InfiniLm>,
-    head: Option<Tensor<2>>,
-    embedding: Option<Tensor<2>>,
-}
-
-impl Default for StepGrads {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-fn add_into(slot: &mut Option<Tensor<2>>, value: Tensor<2>) {
-    *slot = Some(match slot.take() {
-        Some(sum) => sum + value,
-        None => value,
-    });
-}
-
-impl StepGrads {
-    /// No gradient yet.
-    pub fn new() -> Self {
-        Self { autodiff: GradientsAccumulator::new(), head: None, embedding: None }
-    }
-
-    /// Adds the gradients of `x: [B, N, d]`, the embedded `tokens` (flat, B·N), to the embedding.
-    fn add_embedding(&mut self, model: &InfiniLm, tokens: &[u32], x_grad: Tensor<3>, device: &Device) {
-        let [b, n, d] = x_grad.dims();
-        let rows = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [b * n]), device);
-        let sum = match self.embedding.take() {
-            Some(sum) => sum,
-            None => Tensor::zeros(model.embedding.weight.dims(), device),
-        };
-        self.embedding = Some(sum.select_assign(0, rows, x_grad.reshape([b * n, d]), IndexingUpdateOp::Add));
-    }
-
-    /// All the gradients, ready for clipping and the optimizer.
-    pub fn grads(mut self, model: &InfiniLm) -> GradientsParams {
-        let mut grads = self.autodiff.grads();
-        let mut embedding = self.embedding;
-        if let Some(head) = self.head {
-            match &model.lm_head {
-                Some(lm_head) => grads.register(lm_head.weight.id, head),
-                None => add_into(&mut embedding, head.transpose()),
-            }
-        }
-        if let Some(embedding) = embedding {
-            grads.register(model.embedding.weight.id, embedding);
-        }
-        grads
-    }
-}
-
-/// Truncated backprop over one example: runs its segments in order, threading the memory, and
-/// every `window` segments backpropagates `scale ×` the summed NLL of the window (through the
-/// memory written inside the window), adds the gradients to `grads`, then detaches the memory.
-/// Returns the example's scaled loss and its final (detached) memory.
-///
-/// The output head's loss and gradient are computed directly ([`head_grad`]) and enter autodiff
-/// through a surrogate term whose gradient with respect to the hidden states is exactly that of
-/// the loss; see [`StepGrads`] for the head's and the embedding's own gradients.
-pub fn backprop_example(
-    model: &InfiniLm,
-    example: &[SegmentBatch],
-    mut memory: MemoryState,
-    window: usize,
-    scale: f64,
-    device: &Device,
-    grads: &mut StepGrads,
-) -> (f64, MemoryState) {
-    let mut total = 0.0;
-    for chunk in example.chunks(window.max(1)) {
-        let mut terms: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
-        let mut nll: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
-        let mut embedded: Vec<Tensor<3>> = Vec::with_capacity(chunk.len());
-        for segment in chunk {
-            let inputs = ids(&segment.inputs, segment.batch, segment.segment_len, device);
-            let x = model.embed(inputs).detach().require_grad();
-            let (hidden, next) = model.forward_embedded(x.clone(), memory, &segment.reset);
-            memory = next;
-            let head = head_grad(model, hidden, segment, scale, device);
-            terms.push(head.hidden_term);
-            nll.push(head.nll_sum);
-            add_into(&mut grads.head, head.grad_weight);
-            embedded.push(x);
-        }
-        total += Tensor::cat(nll, 0).sum().into_scalar::<f64>() * scale;
-        let backward = Tensor::cat(terms, 0).sum().backward();
-        for (x, segment) in embedded.iter().zip(chunk) {
-            if let Some(g) = x.grad(&backward) {
-                grads.add_embedding(model, &segment.inputs, g, device);
-            }
-        }
-        grads.autodiff.accumulate(model, GradientsParams::from_grads(backward, model));
-        memory = memory.detach();
-    }
-    (total, memory)
-}
-
-/// Mean over layers of ‖M‖_F per sequence (`None` without memory).
-/// Frobenius norm of M per sequence (each stream's [heads, d_k, d_v] block), averaged over the
-/// streams and the layers with a compressive memory.
-fn mean_memory_norm(memory: &MemoryState) -> Option<f64> {
-    let norms: Vec<f64> = memory
-        .layers
-        .iter()
-        .filter_map(|l| l.compressive())
-        .map(|l| {
-            let b = l.m.dims()[0] as i32;
-            l.m.clone().reshape([b, -1]).powi_scalar(2).sum_dim(1).sqrt().mean().into_scalar::<f64>()
-        })
-        .collect();
-    (!norms.is_empty()).then(|| norms.iter().sum::<f64>() / norms.len() as f64)
-}
-
-/// Whether every value of a memory state is finite.
-fn memory_is_finite(memory: &MemoryState) -> bool {
-    let finite = |t: Tensor<1>| t.into_scalar::<f64>().is_finite();
-    memory.layers.iter().all(|l| match l {
-        LayerMemory::Compressive(m) => finite(m.m.clone().abs().sum()) && finite(m.z.clone().abs().sum()),
-        LayerMemory::Xl(x) => finite(x.k.clone().abs().sum()) && finite(x.v.clone().abs().sum()),
-    })
 }
 
 impl Trainer {
@@ -428,7 +300,8 @@ impl Trainer {
             }
             (loss_total, memory_norm, accumulator.grads(&self.model))
         } else {
-            self.data_parallel(&examples, window, scale)
+            let (model, config) = (&self.model, &self.config);
+            data_parallel(model, &config.model, &self.device, &self.replicas, config.data.batch_size, &examples, window, scale)
         };
         let norm = clip_global_norm(&self.model, &mut grads, self.config.train.grad_clip);
         let ok = loss_total.is_finite() && norm.is_finite();
@@ -445,51 +318,6 @@ impl Trainer {
             self.carried = carried_before.filter(memory_is_finite);
         }
         (loss_total, norm, targets as u64, memory_norm, ok)
-    }
-
-    /// Data parallelism: each device (the main one and the replicas) takes an equal share of the
-    /// streams of every example and runs forward and backward on its copy of the model, and the
-    /// gradients are summed onto the main device with Burn's `MultiGradientsParams`. The scale is
-    /// the whole step's, so the sum is the same per-token mean gradient as on one device.
-    /// Distinct devices work in parallel threads; shares on one device run one after the other
-    /// (two threads on one Flex autodiff device gave wrong results with Burn 0.22.1).
-    fn data_parallel(&self, examples: &[Vec<SegmentBatch>], window: usize, scale: f64) -> (f64, Option<f64>, GradientsParams) {
-        let devices: Vec<Device> = std::iter::once(self.device.clone()).chain(self.replicas.iter().cloned()).collect();
-        let per = self.config.data.batch_size / devices.len();
-        let config = &self.config.model;
-        let work = |i: usize, device: &Device, model: InfiniLm| {
-            let mut accumulator = StepGrads::new();
-            let (mut loss, mut norm) = (0.0, None);
-            for example in examples {
-                let share: Vec<SegmentBatch> = example.iter().map(|seg| seg.streams(i * per..(i + 1) * per)).collect();
-                let memory = MemoryState::empty(config, per, device);
-                let (l, memory) = backprop_example(&model, &share, memory, window, scale, device, &mut accumulator);
-                loss += l;
-                norm = mean_memory_norm(&memory);
-            }
-            (loss, norm, accumulator.grads(&model), device.clone())
-        };
-        let replica = |i: usize, device: &Device| if i == 0 { self.model.clone() } else { self.model.clone().fork(device) };
-        let distinct = devices.iter().enumerate().all(|(i, a)| devices[..i].iter().all(|b| a != b));
-        let results: Vec<(f64, Option<f64>, GradientsParams, Device)> = if distinct {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = devices
-                    .iter()
-                    .enumerate()
-                    .map(|(i, device)| {
-                        let model = replica(i, device);
-                        scope.spawn(move || work(i, device, model))
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().expect("a data-parallel worker panicked")).collect()
-            })
-        } else {
-            devices.iter().enumerate().map(|(i, device)| work(i, device, replica(i, device))).collect()
-        };
-        let loss = results.iter().map(|r| r.0).sum();
-        let memory_norm = results[0].1;
-        let grads = results.into_iter().map(|(_, _, g, d)| (g, d)).collect();
-        (loss, memory_norm, sum_device_grads(&self.model, grads, &self.device))
     }
 
     /// Mean sigmoid(β) per layer.
@@ -655,34 +483,4 @@ pub fn train(config: RunConfig, start: Start, options: RunOptions) -> Result<Sum
         summary.checkpoint.as_ref().map(|p| format!(", checkpoint {}", p.display())).unwrap_or_default()
     );
     Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use infini_model::Memory;
-
-    fn state(batch: usize, value: f32) -> MemoryState {
-        let device = Device::flex();
-        let m = Tensor::<4>::ones([batch, 2, 3, 4], &device) * value;
-        let z = Tensor::<3>::ones([batch, 2, 3], &device);
-        MemoryState { layers: vec![LayerMemory::Compressive(Memory { m, z })] }
-    }
-
-    #[test]
-    fn memory_norm_is_per_sequence_whatever_the_batch() {
-        // Each sequence's M is all 2s over 2·3·4 = 24 entries: Frobenius norm 2·√24.
-        let want = 2.0 * 24f64.sqrt();
-        for batch in [1, 4, 9] {
-            let got = mean_memory_norm(&state(batch, 2.0)).unwrap();
-            assert!((got - want).abs() < 1e-5 * want, "batch {batch}: {got} vs {want}");
-        }
-    }
-
-    #[test]
-    fn a_non_finite_memory_is_detected() {
-        assert!(memory_is_finite(&state(2, 1.0)));
-        assert!(!memory_is_finite(&state(2, f32::INFINITY)));
-        assert!(!memory_is_finite(&state(2, f32::NAN)));
-    }
 }

@@ -9,7 +9,7 @@ use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, MemoryState, MemoryKind, ModelConfig};
 use infini_train::loss::segment_nll;
 use infini_train::optim::gradient_values;
-use infini_train::trainer::{StepGrads, backprop_example};
+use infini_train::backprop::{StepGrads, backprop_example};
 
 fn example(batch: usize, n: usize, segments: usize, vocab: u32) -> Vec<SegmentBatch> {
     let mut state = 12345u64;

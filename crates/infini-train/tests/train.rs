@@ -10,7 +10,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, MemoryState, MemoryKind};
-use infini_train::trainer::{StepGrads, backprop_example};
+use infini_train::backprop::{StepGrads, backprop_example};
 use infini_train::{RunConfig, RunOptions, Start, train};
 
 /// Burn's device RNG (initialisation, dropout) is global to the process, so runs that must be
