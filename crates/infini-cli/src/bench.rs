@@ -117,6 +117,38 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The CPU: model name, the SIMD extensions the matrix kernels can use, and the threads.
+fn cpu_description() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| cpuinfo.lines().find(|l| l.starts_with(key)).and_then(|l| l.split(':').nth(1)).map(|v| v.trim().to_string());
+    // The extensions the CPU reports (x86: /proc/cpuinfo flags; the gemm kernels pick among them).
+    const WANTED: [&str; 14] = [
+        "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+        "amx_bf16", "amx_int8",
+    ];
+    let flags = field("flags").or_else(|| field("Features")).unwrap_or_default();
+    let simd: Vec<&str> = flags.split_whitespace().filter(|f| WANTED.contains(f) || ["neon", "asimd", "sve", "sve2"].contains(f)).collect();
+    json!({
+        "model": field("model name").or_else(|| field("Model")).unwrap_or_else(|| "unknown".into()),
+        "vendor": field("vendor_id").unwrap_or_else(|| "unknown".into()),
+        "simd": simd,
+        "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "threads_per_core": field("siblings").zip(field("cpu cores")).and_then(|(s, c)| Some(s.parse::<f64>().ok()? / c.parse::<f64>().ok()?)),
+        "rayon_num_threads_env": std::env::var("RAYON_NUM_THREADS").ok(),
+    })
+}
+
+/// Process CPU time (user + system, seconds) and page faults (minor + major) so far.
+fn cpu_usage() -> (f64, u64) {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return (0.0, 0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(usage.ru_utime) + secs(usage.ru_stime), (usage.ru_minflt + usage.ru_majflt) as u64)
+}
+
 /// Prints a result and writes it to `path` (atomically) when given.
 fn write_json(result: &serde_json::Value, path: Option<PathBuf>) -> Result<()> {
     let text = serde_json::to_string_pretty(result)?;
@@ -228,9 +260,16 @@ pub fn run(command: BenchCommand) -> Result<()> {
             }
             let run = infini_train::RunConfig::load(&config, &overrides).map_err(|e| anyhow!(e))?;
             let device = infini_train::backend::device(&backend).map_err(|e| anyhow!(e))?;
+            // CPU time and page faults of each timed step, from the process's counters.
+            let (mut usage, mut per_step) = (cpu_usage(), Vec::new());
             let bench = infini_train::bench::train_steps(&run, steps, warmup, &device, |i, seconds, loss| {
                 let kind = if i < warmup { "warm-up" } else { "timed" };
                 eprintln!("step {}/{} ({kind}): {seconds:.3} s, loss {loss:.4}", i + 1, warmup + steps);
+                let now = cpu_usage();
+                if i >= warmup {
+                    per_step.push(((now.0 - usage.0) / seconds, now.1 - usage.1));
+                }
+                usage = now;
             }).map_err(|e| anyhow!(e))?;
             let mut times = bench.step_seconds.clone();
             times.sort_by(f64::total_cmp);
@@ -238,9 +277,24 @@ pub fn run(command: BenchCommand) -> Result<()> {
             let tokens = bench.tokens_per_step as f64;
             let step_median = median(&times);
             let flop = infini_train::bench::flops_per_token(&run.model);
+            let mut phases = serde_json::Map::new();
+            for (i, phase) in infini_train::phases::ALL.iter().enumerate() {
+                let mut v: Vec<f64> = bench.phase_seconds.iter().map(|p| p[i]).collect();
+                v.sort_by(f64::total_cmp);
+                phases.insert(phase.name().into(), json!(median(&v)));
+            }
+            let mut busy: Vec<f64> = per_step.iter().map(|p| p.0).collect();
+            busy.sort_by(f64::total_cmp);
+            let mut faults: Vec<f64> = per_step.iter().map(|p| p.1 as f64).collect();
+            faults.sort_by(f64::total_cmp);
             let result = json!({
                 "config": config, "memory": run.model.memory, "backend": backend,
+                "cpu": cpu_description(),
                 "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                "phases_s_median": phases,
+                "phases_note": "forward = embedding and blocks with the memory; head = output head and vocabulary loss with their gradients; backward = autodiff through the blocks; optimizer = clipping and update. Meaningful on flex (CPU) only.",
+                "cpu_seconds_per_wall_second_median": median(&busy),
+                "page_faults_per_step_median": median(&faults),
                 "parameters": run.model.num_params(), "tokens_per_step": bench.tokens_per_step,
                 "steps": steps, "warmup": warmup,
                 "step_s": {"min": times[0], "median": step_median, "max": times[times.len() - 1], "all": bench.step_seconds},

@@ -7,6 +7,7 @@ use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, LayerMemory, MemoryState};
 
 use crate::loss::{head_grad, ids};
+use crate::phases::{Phase, time};
 
 /// The gradients of one optimizer step, accumulated over its examples and windows: the blocks'
 /// through autodiff, the two vocabulary-sized matrices by hand. The output head's gradient is
@@ -89,24 +90,30 @@ pub fn backprop_example(
         let mut nll: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
         let mut embedded: Vec<Tensor<3>> = Vec::with_capacity(chunk.len());
         for segment in chunk {
-            let inputs = ids(&segment.inputs, segment.batch, segment.segment_len, device);
-            let x = model.embed(inputs).detach().require_grad();
-            let (hidden, next) = model.forward_embedded(x.clone(), memory, &segment.reset);
-            memory = next;
-            let head = head_grad(model, hidden, segment, scale, device);
+            let (x, hidden) = time(Phase::Forward, || {
+                let inputs = ids(&segment.inputs, segment.batch, segment.segment_len, device);
+                let x = model.embed(inputs).detach().require_grad();
+                let current = std::mem::replace(&mut memory, MemoryState { layers: Vec::new() });
+                let (hidden, next) = model.forward_embedded(x.clone(), current, &segment.reset);
+                memory = next;
+                (x, hidden)
+            });
+            let head = time(Phase::Head, || head_grad(model, hidden, segment, scale, device));
             terms.push(head.hidden_term);
             nll.push(head.nll_sum);
             add_into(&mut grads.head, head.grad_weight);
             embedded.push(x);
         }
         total += Tensor::cat(nll, 0).sum().into_scalar::<f64>() * scale;
-        let backward = Tensor::cat(terms, 0).sum().backward();
-        for (x, segment) in embedded.iter().zip(chunk) {
-            if let Some(g) = x.grad(&backward) {
-                grads.add_embedding(model, &segment.inputs, g, device);
+        time(Phase::Backward, || {
+            let backward = Tensor::cat(terms, 0).sum().backward();
+            for (x, segment) in embedded.iter().zip(chunk) {
+                if let Some(g) = x.grad(&backward) {
+                    grads.add_embedding(model, &segment.inputs, g, device);
+                }
             }
-        }
-        grads.autodiff.accumulate(model, GradientsParams::from_grads(backward, model));
+            grads.autodiff.accumulate(model, GradientsParams::from_grads(backward, model));
+        });
         memory = memory.detach();
     }
     (total, memory)

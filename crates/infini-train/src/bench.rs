@@ -36,6 +36,8 @@ pub struct TrainBench {
     pub tokens_per_step: usize,
     /// Loss (per-token mean) of every step, warm-up included: it must fall.
     pub losses: Vec<f64>,
+    /// Seconds per phase of each timed step ([`crate::phases::ALL`]'s order).
+    pub phase_seconds: Vec<[f64; 4]>,
 }
 
 /// Random token ids, the same for every run.
@@ -84,7 +86,8 @@ pub fn train_steps(
     let mut model: InfiniLm = config.model.init(&device).materialize().with_compute(compute);
     let mut optimizer = build(&config.train);
     let window = config.window_segments();
-    let mut bench = TrainBench { step_seconds: Vec::new(), tokens_per_step: 0, losses: Vec::new() };
+    let mut bench = TrainBench { step_seconds: Vec::new(), tokens_per_step: 0, losses: Vec::new(), phase_seconds: Vec::new() };
+    crate::phases::take();
     for step in 0..warmup + steps {
         // The same example every step: a loss that falls shows the updates work.
         let example = synthetic_example(config, &mut 0x2545_f491_4f6c_dd1du64);
@@ -93,12 +96,15 @@ pub fn train_steps(
         let mut accumulator = StepGrads::new();
         let memory = MemoryState::empty(&config.model, config.data.batch_size, &device);
         let (loss, _) = backprop_example(&model, &example, memory, window, 1.0 / targets as f64, &device, &mut accumulator);
-        let mut grads = accumulator.grads(&model);
-        clip_global_norm(&model, &mut grads, config.train.grad_clip);
-        model = optimizer.step(learning_rate(&config.train, step as u64), model, grads);
+        model = crate::phases::time(crate::phases::Phase::Optimizer, || {
+            let mut grads = accumulator.grads(&model);
+            clip_global_norm(&model, &mut grads, config.train.grad_clip);
+            optimizer.step(learning_rate(&config.train, step as u64), model, grads)
+        });
         // The step is done when the updated weights exist (GPU backends run asynchronously).
         device.sync().map_err(|e| format!("the device failed: {e:?}"))?;
         let seconds = start.elapsed().as_secs_f64();
+        let phases = crate::phases::take();
         if !loss.is_finite() {
             return Err(format!("step {step}: the loss is not finite ({loss})"));
         }
@@ -106,6 +112,7 @@ pub fn train_steps(
         bench.losses.push(loss);
         if step >= warmup {
             bench.step_seconds.push(seconds);
+            bench.phase_seconds.push(phases);
         }
         bench.tokens_per_step = targets;
     }

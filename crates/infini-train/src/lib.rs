@@ -18,4 +18,5 @@ pub mod plot;
 pub mod generate;
 pub mod inspect;
 pub mod bench;
+pub mod phases;
 pub mod vocab_nll;
