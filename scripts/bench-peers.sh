@@ -5,7 +5,7 @@
 #
 #   scripts/bench-peers.sh                 3 rounds, 5 timed steps after 3 warm-up steps each
 #   ROUNDS=5 STEPS=10 scripts/bench-peers.sh
-#   EVAL_LENGTHS=8K,64K,1M (default) or EVAL_LENGTHS= to skip the evaluation benchmark
+#   EVAL_LENGTHS=8K,64K,1M (default) or EVAL_LENGTHS= to skip the evaluation benchmark (both sides)
 #
 # Ours and the peer run alternately, in fresh processes, both with THREADS threads (default 2),
 # for both memory update rules; the machine's f32 matmul peak (PyTorch's and Flex's) is
@@ -61,6 +61,11 @@ echo "== f32 matmul peak (2048³) of this machine"
 if [ -n "$EVAL_LENGTHS" ]; then
   echo "== evaluation, lengths $EVAL_LENGTHS (one fresh process each)"
   "$INFINI" bench eval --config "$CONFIG" --lengths "$EVAL_LENGTHS" --json "$OUT/eval.json" >/dev/null
+  for length in ${EVAL_LENGTHS//,/ }; do
+    echo "== evaluation, $length tokens: infini-transformer-pytorch"
+    "$PY" scripts/bench/peer.py --threads "$THREADS" eval --config "$CONFIG" --length "$length" \
+      >"$OUT/peer-eval-$length.json" 2>"$OUT/peer-eval-$length.log"
+  done
 fi
 
 "$PY" scripts/bench/report.py "$OUT" docs/benchmarks.md
