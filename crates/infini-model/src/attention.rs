@@ -122,15 +122,10 @@ impl InfiniAttention {
         // used by value, so that no extra reference blocks Burn's in-place operations.
         let cache = (!complete).then(|| KvCache { k: k.clone(), k_rope: k_rope.clone(), v: v.clone() });
         let local = match previous {
-            None if start == 0 && c.is_none() && crate::host::on_host(&q_rope.device()) => {
-                let scale = 1.0 / (q_rope.dims()[3] as f64).sqrt();
-                let scores = q_rope.mul_scalar(scale).matmul(k_rope.transpose());
-                crate::host::causal_softmax(scores).matmul(v.clone())
-            }
-            None if start == 0 => {
+            None if start == 0 => crate::host::causal_attention(q_rope, k_rope, v.clone(), c, |q, k, v| {
                 let causal = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-                scaled_attention(q_rope, k_rope, v.clone(), None, causal, c)
-            }
+                scaled_attention(q, k, v, None, causal, c)
+            }),
             _ => {
                 let (keys, values) = match previous {
                     Some(x) => (

@@ -6,13 +6,46 @@
 //! `y = f(x)⌀ + (x − x⌀) · f'(x)⌀` (⌀ = detached): its value is `f(x)` exactly (the bracket is
 //! zero) and its gradient is `f'(x) · grad` — the same as differentiating `f`, at the price of
 //! three cheap ops. Other backends use ordinary tensor ops.
+//!
+//! This module is the one seam between the math and the CPU fast paths: [`fused`] is the only
+//! place that decides whether a fast path applies, and the model calls [`map`] and
+//! [`causal_attention`] with the plain tensor-op formulation beside the fused one, so that a
+//! reader of the model sees the math, and every backend other than Flex runs exactly that math.
+//! The training crate's fused loss and optimizer ask [`fused`] too.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-/// Whether tensors of `device` live in this process's memory (Flex).
-pub fn on_host(device: &Device) -> bool {
+use crate::precision::Compute;
+
+/// Whether the fused host paths serve tensors of `device`: those that live in this process's
+/// memory (Flex). Decided here only.
+pub fn fused(device: &Device) -> bool {
     matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
+/// `f` element-wise: one fused threaded pass for f32 tensors on Flex ([`elementwise`]), else
+/// `tensor_ops(x)`, the same function written with tensor operations.
+pub fn map<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> (f32, f32) + Sync, tensor_ops: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {
+    if fused(&x.device()) && x.dtype() == DType::F32 { elementwise(x, f) } else { tensor_ops(x) }
+}
+
+/// Causal attention `softmax(q·kᵀ/√d_k)·v` over one segment from its first token: on Flex in
+/// f32 the scores' softmax is one fused pass per row ([`causal_softmax`]); otherwise (another
+/// backend, or a lower-precision `compute`) `tensor_ops(q, k, v)`.
+pub fn causal_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    compute: Compute,
+    tensor_ops: impl FnOnce(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>,
+) -> Tensor<4> {
+    if compute.is_none() && fused(&q.device()) {
+        let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+        let scores = q.mul_scalar(scale).matmul(k.transpose());
+        return causal_softmax(scores).matmul(v);
+    }
+    tensor_ops(q, k, v)
 }
 
 /// `e^x` for f32 (relative error < 3e-7 on [-87, 88.37]; tiny below; above, clamped to
@@ -192,7 +225,7 @@ mod tensor_tests {
     #[test]
     fn elementwise_equals_tensor_ops() {
         let device = Device::flex().autodiff();
-        assert!(on_host(&device));
+        assert!(fused(&device));
         let x = Tensor::<2>::random([64, 300], Distribution::Normal(0.0, 4.0), &device).require_grad();
         let w = Tensor::<2>::random([64, 300], Distribution::Default, &device);
         for (name, ours, theirs) in [

@@ -16,10 +16,7 @@ pub const DENOM_FLOOR: f64 = 1e-6;
 /// σ(x) = ELU(x) + 1, written as `relu(x) + exp(min(x, 0))` so that neither the value nor the
 /// gradient overflows for large `x` (ELU's `exp(x) − 1` branch is never evaluated at large x).
 pub fn sigma<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if crate::host::on_host(&x.device()) {
-        return crate::host::elementwise(x, crate::host::elu_plus_one);
-    }
-    x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp()
+    crate::host::map(x, crate::host::elu_plus_one, |x| x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp())
 }
 
 /// One layer's memory: `m: [B, H, d_k, d_v]` and `z: [B, H, d_k]`, always f32.

@@ -41,7 +41,7 @@ impl FeedForward {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let c = self.compute;
         let gate = linear(&self.w1, x.clone(), c);
-        let gate = if crate::host::on_host(&gate.device()) { crate::host::elementwise(gate, crate::host::silu) } else { silu(gate) };
+        let gate = crate::host::map(gate, crate::host::silu, silu);
         linear(&self.w2, gate * linear(&self.w3, x, c), c)
     }
 }

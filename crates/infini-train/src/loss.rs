@@ -4,7 +4,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use infini_data::SegmentBatch;
-use infini_model::host::on_host;
+use infini_model::host::fused;
 use infini_model::{InfiniLm, MemoryState};
 
 /// Token ids `[B, N]` of a flat row-major buffer.
@@ -36,7 +36,7 @@ pub fn segment_nll(model: &InfiniLm, segment: &SegmentBatch, memory: MemoryState
     let inputs = ids(&segment.inputs, b, n, device);
     let mask = Tensor::<2>::from_data(TensorData::new(segment.mask.clone(), [b, n]), device);
     let (logits, memory) = model.forward(inputs, memory, &segment.reset);
-    if on_host(device) && !device.is_autodiff() {
+    if fused(device) && !device.is_autodiff() {
         let vocab = logits.dims()[2];
         let mut data = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
         let nll = crate::vocab_nll::nll(&mut data, vocab, &segment.targets);
@@ -64,7 +64,7 @@ pub struct HeadGrad {
 
 /// See [`HeadGrad`]: `hidden: [B, N, d_model]` are the final hidden states of `segment`.
 pub fn head_grad(model: &InfiniLm, hidden: Tensor<3>, segment: &SegmentBatch, scale: f64, device: &Device) -> HeadGrad {
-    head_grad_with(model, hidden, segment, scale, device, on_host(device))
+    head_grad_with(model, hidden, segment, scale, device, fused(device))
 }
 
 /// [`head_grad`] with the loss over the vocabulary computed by the fused host code (`fused`,

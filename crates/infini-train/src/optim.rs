@@ -65,7 +65,7 @@ impl Optimizer for AdamW {
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         use rayon::prelude::*;
         let device = tensor.device();
-        if !infini_model::host::on_host(&device) || tensor.dtype() != burn::tensor::DType::F32 {
+        if !infini_model::host::fused(&device) || tensor.dtype() != burn::tensor::DType::F32 {
             return self.inner.step(lr, tensor, grad, state);
         }
         let shape = tensor.shape();
