@@ -187,11 +187,16 @@ fn eval_one(config: &Option<PathBuf>, checkpoint: &Option<PathBuf>, length: usiz
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next_token = move || (infini_data::stream::splitmix(&mut rng) % mc.vocab_size as u64) as u32;
     let rss_before = peak_rss_mib();
-    let mut memory = infini_model::MemoryState::empty(&mc, 1, &device);
+    let memory = infini_model::MemoryState::empty(&mc, 1, &device);
     let (start, mut nll, mut done) = (Instant::now(), 0.0, 0usize);
     let mut carry = next_token();
-    while done + 1 < length {
-        let take = (length - 1 - done).min(n);
+    let mut generated = 0usize;
+    // Segments are generated as they are read, so the document itself takes no memory.
+    let segments = std::iter::from_fn(|| {
+        if generated + 1 >= length {
+            return None;
+        }
+        let take = (length - 1 - generated).min(n);
         let mut tokens = vec![carry];
         tokens.extend((0..take).map(|_| next_token()));
         carry = tokens[take];
@@ -201,17 +206,19 @@ fn eval_one(config: &Option<PathBuf>, checkpoint: &Option<PathBuf>, length: usiz
             inputs: vec![0; n],
             targets: vec![0; n],
             mask: vec![0.0; n],
-            reset: vec![done == 0],
+            reset: vec![generated == 0],
             docs: vec![Some(0)],
         };
         segment.inputs[..take].copy_from_slice(&tokens[..take]);
         segment.targets[..take].copy_from_slice(&tokens[1..]);
         segment.mask[..take].fill(1.0);
-        let (loss, next) = infini_train::loss::segment_nll(&model, &segment, memory, &device);
-        memory = next;
+        generated += take;
+        Some(segment)
+    });
+    infini_train::eval::read_segments(&model, memory, segments, &device, |segment, loss| {
         nll += loss.sum().into_scalar::<f64>();
-        done += take;
-    }
+        done += segment.num_targets();
+    });
     let seconds = start.elapsed().as_secs_f64();
     Ok(json!({
         "length": length, "tokens": done, "seconds": seconds, "tokens_per_s": done as f64 / seconds,

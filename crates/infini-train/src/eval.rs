@@ -13,7 +13,32 @@ use infini_data::{SegmentStream, SplitData};
 use infini_model::{InfiniLm, MemoryState, ModelConfig};
 use serde::Serialize;
 
+use burn::tensor::Tensor;
+use infini_data::SegmentBatch;
+
 use crate::loss::segment_nll;
+
+/// The one loop that reads documents without training (evaluation, `infini inspect`, the
+/// evaluation benchmark): each segment of `segments` (all of one batch size) goes through the
+/// model with the memory carried from the one before (emptied for streams whose reset flag is
+/// set), and `each` gets the segment with its per-position masked NLL `[B, N]`. Returns the
+/// memory after the last segment. Generation and the passkey test read through
+/// [`InfiniLm::forward_stream`] instead, which also keeps a key/value cache inside a segment.
+pub fn read_segments(
+    model: &InfiniLm,
+    memory: MemoryState,
+    segments: impl IntoIterator<Item = SegmentBatch>,
+    device: &Device,
+    mut each: impl FnMut(&SegmentBatch, Tensor<2>),
+) -> MemoryState {
+    let mut memory = memory;
+    for segment in segments {
+        let (nll, next) = segment_nll(model, &segment, memory, device);
+        memory = next;
+        each(&segment, nll);
+    }
+    memory
+}
 
 /// Which documents to evaluate, and how.
 #[derive(Clone, Debug)]
@@ -72,6 +97,18 @@ pub struct EvalResult {
     pub by_segment: Vec<SegmentStat>,
 }
 
+/// The whole segments of one document as a stream of batch 1 (the first one resets the memory;
+/// the last token, with nothing after it to predict, is masked out).
+pub fn document_segments(tokens: &[u32], segment_len: usize) -> impl Iterator<Item = SegmentBatch> + '_ {
+    let n = segment_len;
+    (0..tokens.len() / n).map(move |i| {
+        let inputs = tokens[i * n..(i + 1) * n].to_vec();
+        let targets: Vec<u32> = (i * n + 1..(i + 1) * n + 1).map(|t| tokens.get(t).copied().unwrap_or(0)).collect();
+        let mask = (i * n + 1..(i + 1) * n + 1).map(|t| if t < tokens.len() { 1.0 } else { 0.0 }).collect();
+        SegmentBatch { batch: 1, segment_len: n, inputs, targets, mask, reset: vec![i == 0], docs: vec![Some(0)] }
+    })
+}
+
 /// Evaluates `model` (built without autodiff) on the documents of `split`.
 pub fn evaluate(model: &InfiniLm, config: &ModelConfig, split: Arc<SplitData>, options: &EvalOptions, device: &Device) -> infini_data::Result<EvalResult> {
     let n = config.segment_len;
@@ -81,16 +118,14 @@ pub fn evaluate(model: &InfiniLm, config: &ModelConfig, split: Arc<SplitData>, o
     let expected: u64 = docs.iter().map(|&d| (split.doc(d).len as usize).min(limit.unwrap_or(usize::MAX)).saturating_sub(1) as u64).sum();
     let mut stream = SegmentStream::documents(split.clone(), options.batch_size, n, docs, limit)?.answers_only(options.answers_only)?;
     let batch = stream.batch();
-    let mut memory = MemoryState::empty(config, batch, device);
+    let memory = MemoryState::empty(config, batch, device);
     let mut result = EvalResult::default();
     let mut seg_index = vec![0usize; batch];
     let mut covered = vec![0u64; split.len()];
     let mut progress = options.progress.then(|| Progress::new("evaluating", "tokens", Some(expected)));
     let start = Instant::now();
-    while !stream.is_exhausted() {
-        let segment = stream.next_segment();
-        let (nll, next) = segment_nll(model, &segment, memory, device);
-        memory = next;
+    let segments = std::iter::from_fn(|| (!stream.is_exhausted()).then(|| stream.next_segment()));
+    read_segments(model, memory, segments, device, |segment, nll| {
         let per_stream: Vec<f64> =
             nll.sum_dim(1).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data");
         for s in 0..batch {
@@ -117,7 +152,7 @@ pub fn evaluate(model: &InfiniLm, config: &ModelConfig, split: Arc<SplitData>, o
         if let Some(p) = progress.as_mut() {
             p.set_position(result.tokens);
         }
-    }
+    });
     if let Some(p) = progress {
         p.finish();
     }

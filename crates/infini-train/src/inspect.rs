@@ -23,7 +23,7 @@ fn per_head(t: Tensor<2>) -> Vec<f64> {
     t.into_data().convert::<f64>().try_into_vec::<f64>().expect("f64")
 }
 
-/// Gates of `model`, and memory sizes after reading `document` (whole segments) if given.
+/// Gates of `model`, and memory sizes after reading the whole segments of `document` if given.
 pub fn inspect(model: &InfiniLm, config: &ModelConfig, document: Option<&[u32]>, device: &Device) -> Inspection {
     let gates = model
         .blocks
@@ -32,14 +32,10 @@ pub fn inspect(model: &InfiniLm, config: &ModelConfig, document: Option<&[u32]>,
         .collect();
     let mut report = Inspection { gates, tokens_read: 0, memory_norm: Vec::new(), z_norm: Vec::new() };
     let Some(doc) = document else { return report };
-    let mut memory = MemoryState::empty(config, 1, device);
-    for chunk in doc.chunks(config.segment_len) {
-        let ids: Vec<i64> = chunk.iter().map(|&t| t as i64).collect();
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, chunk.len()]), device);
-        let (_, next) = model.forward(tokens, memory, &[]);
-        memory = next;
-        report.tokens_read += chunk.len();
-    }
+    let segments = crate::eval::document_segments(doc, config.segment_len);
+    let memory = crate::eval::read_segments(model, MemoryState::empty(config, 1, device), segments, device, |s, _| {
+        report.tokens_read += s.segment_len;
+    });
     let h = config.n_heads;
     for layer in memory.layers.iter().filter_map(|l| l.compressive()) {
         let m = layer.m.clone().powi_scalar(2).sum_dims(&[2, 3]).sqrt().reshape([1, h]);

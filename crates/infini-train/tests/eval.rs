@@ -97,3 +97,28 @@ fn batched_evaluation_equals_one_document_at_a_time() {
     let limited = run(2, 2, 10);
     assert_eq!((limited.documents, limited.tokens), (2, 9 + 8), "10 tokens of doc 0 give 9 targets, doc 1 has 9 tokens");
 }
+
+#[test]
+fn inspect_reads_whole_segments_into_the_memory_as_forward_does() {
+    let device = Device::flex();
+    let config = config(MemoryKind::Linear);
+    let model = config.init(&device);
+    let doc = &documents(&[8 * 3 + 5], config.vocab_size)[0].1;
+    let report = infini_train::inspect::inspect(&model, &config, Some(doc), &device);
+    assert_eq!(report.tokens_read, 24, "three whole segments, the partial one left out");
+    // Reference: the same three segments through `forward`, and ‖M‖_F per head by hand.
+    let mut memory = MemoryState::empty(&config, 1, &device);
+    for chunk in doc[..24].chunks(8) {
+        let ids: Vec<i64> = chunk.iter().map(|&t| t as i64).collect();
+        memory = model.forward(Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 8]), &device), memory, &[]).1;
+    }
+    for (layer, m) in memory.layers.iter().filter_map(|l| l.compressive()).enumerate() {
+        let values: Vec<f64> = m.m.clone().into_data().convert::<f64>().try_into_vec::<f64>().unwrap();
+        let per_head = values.len() / config.n_heads;
+        for h in 0..config.n_heads {
+            let want = values[h * per_head..(h + 1) * per_head].iter().map(|v| v * v).sum::<f64>().sqrt();
+            let got = report.memory_norm[layer][h];
+            assert!((got - want).abs() <= 1e-4 * want.max(1e-6), "layer {layer} head {h}: {got} vs {want}");
+        }
+    }
+}
