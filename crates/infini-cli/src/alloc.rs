@@ -1,3 +1,4 @@
+#![cfg_attr(feature = "mimalloc", allow(dead_code))]
 //! A global allocator that keeps freed large blocks for reuse.
 //!
 //! glibc serves blocks above 32 MiB (its largest mmap threshold) with a fresh `mmap` and returns

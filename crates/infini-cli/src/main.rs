@@ -58,8 +58,12 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+#[cfg(not(feature = "mimalloc"))]
 #[global_allocator]
 static ALLOC: alloc::LargeBlockCache = alloc::LargeBlockCache;
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 impl Command {
     /// Whether the verb computes with tensors (and so reuses large blocks of memory).
@@ -90,7 +94,7 @@ fn main() -> ExitCode {
         }));
     }
     let cli = Cli::parse();
-    if cli.command.computes() {
+    if cli.command.computes() && cfg!(not(feature = "mimalloc")) {
         alloc::tune_for_tensors();
     }
     let result = infini_train::backend::in_worker_pool(|| run(cli.command));
