@@ -11,12 +11,16 @@
 //! place that decides whether a fast path applies, and the model calls [`map`] and
 //! [`causal_attention`] with the plain tensor-op formulation beside the fused one, so that a
 //! reader of the model sees the math, and every backend other than Flex runs exactly that math.
-//! The training crate's fused loss and optimizer ask [`fused`] too.
+//! The kernels of the training crate's fast paths live here too ([`vocab_nll`]: the loss over
+//! the vocabulary and its gradient; [`adamw`]: the optimizer's update), and it asks [`fused`].
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::precision::Compute;
+
+pub mod adamw;
+pub mod vocab_nll;
 
 /// Whether the fused host paths serve tensors of `device`: those that live in this process's
 /// memory (Flex). Decided here only.

@@ -19,4 +19,3 @@ pub mod generate;
 pub mod inspect;
 pub mod bench;
 pub mod phases;
-pub mod vocab_nll;

@@ -30,7 +30,7 @@ pub fn masked_nll(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>) -
 
 /// Runs one segment for every stream (emptying the memory of streams that start a document)
 /// and returns the per-position masked NLL `[B, N]` and the updated memory. Without autodiff on
-/// Flex the loss over the vocabulary runs fused on the host ([`crate::vocab_nll::nll`]).
+/// Flex the loss over the vocabulary runs fused on the host ([`infini_model::host::vocab_nll::nll`]).
 pub fn segment_nll(model: &InfiniLm, segment: &SegmentBatch, memory: MemoryState, device: &Device) -> (Tensor<2>, MemoryState) {
     let (b, n) = (segment.batch, segment.segment_len);
     let inputs = ids(&segment.inputs, b, n, device);
@@ -39,7 +39,7 @@ pub fn segment_nll(model: &InfiniLm, segment: &SegmentBatch, memory: MemoryState
     if fused(device) && !device.is_autodiff() {
         let vocab = logits.dims()[2];
         let mut data = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
-        let nll = crate::vocab_nll::nll(&mut data, vocab, &segment.targets);
+        let nll = infini_model::host::vocab_nll::nll(&mut data, vocab, &segment.targets);
         return (Tensor::<2>::from_data(TensorData::new(nll, [b, n]), device) * mask, memory);
     }
     let targets = ids(&segment.targets, b, n, device);
@@ -82,7 +82,7 @@ pub fn head_grad_with(model: &InfiniLm, hidden: Tensor<3>, segment: &SegmentBatc
         let vocab = w.dims()[1];
         let mut data = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
         let weights: Vec<f32> = segment.mask.iter().map(|&m| m * scale as f32).collect();
-        let nll = crate::vocab_nll::nll_and_grad(&mut data, vocab, &segment.targets, &weights);
+        let nll = infini_model::host::vocab_nll::nll_and_grad(&mut data, vocab, &segment.targets, &weights);
         let sum: f64 = nll.iter().zip(&segment.mask).map(|(&l, &m)| l as f64 * m as f64).sum();
         (Tensor::<1>::from_data(TensorData::new(vec![sum as f32], [1]), device), Tensor::<2>::from_data(TensorData::new(data, [t, vocab]), device))
     } else {

@@ -9,6 +9,8 @@ use burn::optim::{AdafactorConfig, AdamWConfig, GradientsParams, LearningRate, M
 use burn::optim::{AdamWState, AdaptiveMomentumState};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use infini_model::host::adamw::AdamWStep;
+
 use crate::config::{OptimizerKind, TrainConfig};
 
 /// Path fragment of the gate parameters (`blocks.N.attn.beta`).
@@ -63,7 +65,6 @@ impl Optimizer for AdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        use rayon::prelude::*;
         let device = tensor.device();
         if !infini_model::host::fused(&device) || tensor.dtype() != burn::tensor::DType::F32 {
             return self.inner.step(lr, tensor, grad, state);
@@ -75,23 +76,8 @@ impl Optimizer for AdamW {
             Some(s) => (s.momentum.time + 1, vec(s.momentum.moment_1), vec(s.momentum.moment_2)),
             None => (1, vec![0.0; g.len()], vec![0.0; g.len()]),
         };
-        let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
-        let (f1, f2) = (1.0 - b1, 1.0 - b2);
-        let (c1, c2) = (1f32 - b1.powi(time as i32), 1f32 - b2.powi(time as i32));
-        let decay = (1.0 - lr * self.weight_decay as f64) as f32;
-        let lr = lr as f32;
-        const CHUNK: usize = 1 << 14;
-        w.par_chunks_mut(CHUNK)
-            .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|((w, (m, v)), g)| {
-                for i in 0..w.len() {
-                    m[i] = m[i] * b1 + g[i] * f1;
-                    v[i] = v[i] * b2 + g[i] * g[i] * f2;
-                    let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
-                    w[i] = w[i] * decay - delta * lr;
-                }
-            });
+        let step = AdamWStep { lr, beta_1: self.beta_1, beta_2: self.beta_2, epsilon: self.epsilon, weight_decay: self.weight_decay, time };
+        infini_model::host::adamw::update(&mut w, &mut m, &mut v, &g, step);
         let tensor = |values: Vec<f32>| Tensor::<D>::from_data(TensorData::new(values, shape.clone()), &device);
         let momentum = AdaptiveMomentumState { time, moment_1: tensor(m), moment_2: tensor(v), max_moment_2: None };
         (tensor(w), Some(AdamWState { momentum }))

@@ -3,7 +3,7 @@
 //! in cache and the rows spread over the threads. On Flex this replaces a dozen single-threaded
 //! whole-tensor passes (each with its own allocation) of the tensor-op formulation.
 
-use infini_model::host::{exp_shifted_sum, row_max};
+use super::{exp_shifted_sum, row_max};
 use rayon::prelude::*;
 
 /// For logits `[rows, vocab]` (row-major, overwritten): returns each row's `−log softmax` at
