@@ -88,6 +88,13 @@ fn bad_inputs_fail_cleanly_and_change_nothing() {
     write("pj/dev/.keep", b"");
     write("pj/test/.keep", b"");
     write("afile", b"I am a file, not a folder");
+    // Prepared data whose train shard holds a token id past the vocabulary (a flipped bit).
+    for entry in ["manifest.json", "tokenizer.json", "train/00000.idx.json", "validation/00000.idx.json", "validation/00000.bin", "test/00000.idx.json", "test/00000.bin"] {
+        write(&format!("badprep/{entry}"), &fs::read(d.join("prep").join(entry)).unwrap());
+    }
+    let mut shard = fs::read(d.join("prep/train/00000.bin")).unwrap();
+    shard[2..4].copy_from_slice(&u16::MAX.to_le_bytes());
+    write("badprep/train/00000.bin", &shard);
 
     let before = snapshot(d);
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -111,6 +118,8 @@ fn bad_inputs_fail_cleanly_and_change_nothing() {
         (vec!["eval", "--checkpoint", "truncated"], "model.bpk"),
         (vec!["eval", "--checkpoint", "run", "--split", "holdout"], "holdout"),
         (vec!["eval", "--checkpoint", "run", "--data", "corpus"], "not prepared data"),
+        (vec!["eval", "--checkpoint", "run", "--data", "badprep", "--split", "train"], "00000.bin holds token id 65535"),
+        (vec!["data", "verify", "badprep"], "00000.bin"),
         (vec!["data", "prepare", "--dataset", "corpus", "--tokenizer", "tok280.json", "--out", "prep"], "another tokenizer"),
         (vec!["data", "prepare", "--dataset", "empty", "--tokenizer", "tok.json", "--out", "p1"], "no documents"),
         (vec!["data", "prepare", "--dataset", "binary", "--tokenizer", "tok.json", "--out", "p2"], "UTF-8"),
