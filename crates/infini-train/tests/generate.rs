@@ -39,6 +39,12 @@ fn cached_generation_equals_recomputation() {
     assert_eq!(cached, greedy_by_recomputation(&model, &config, &prompt, 20, &device));
     assert!(cached.iter().collect::<std::collections::HashSet<_>>().len() > 1, "degenerate output makes the test vacuous");
 
+    // A stop token (end of text) ends generation before it is emitted.
+    let stop = cached[5];
+    let first = cached.iter().position(|&t| t == stop).unwrap();
+    let stopped = generate(&model, &config, &prompt, 20, &greedy, Some(stop), &device, |_| {});
+    assert_eq!(stopped, cached[..first].to_vec());
+
     let sampled = |seed| generate(&model, &config, &prompt, 20, &Sampling { temperature: 1.0, top_k: 10, seed }, None, &device, |_| {});
     assert_eq!(sampled(3), sampled(3), "a seed fixes the sample");
     assert_ne!(sampled(3), sampled(4));
