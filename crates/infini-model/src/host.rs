@@ -236,11 +236,11 @@ mod tensor_tests {
             ("silu", elementwise(x.clone(), silu), activation::silu(x.clone())),
             ("sigma", elementwise(x.clone(), elu_plus_one), x.clone().clamp_min(0.0) + x.clone().clamp_max(0.0).exp()),
         ] {
-            let (a, b) = (ours.clone().into_data().to_vec::<f32>().unwrap(), theirs.clone().into_data().to_vec::<f32>().unwrap());
+            let (a, b) = (ours.clone().into_data().try_to_vec::<f32>().unwrap(), theirs.clone().into_data().try_to_vec::<f32>().unwrap());
             let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs() / q.abs().max(1.0)).fold(0f32, f32::max);
             assert!(worst < 1e-6, "{name}: values differ by {worst}");
-            let ga = x.grad(&(ours * w.clone()).sum().backward()).unwrap().into_data().to_vec::<f32>().unwrap();
-            let gb = x.grad(&(theirs * w.clone()).sum().backward()).unwrap().into_data().to_vec::<f32>().unwrap();
+            let ga = x.grad(&(ours * w.clone()).sum().backward()).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            let gb = x.grad(&(theirs * w.clone()).sum().backward()).unwrap().into_data().try_to_vec::<f32>().unwrap();
             let worst = ga.iter().zip(&gb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-5, "{name}: gradients differ by {worst}");
         }
@@ -255,11 +255,11 @@ mod tensor_tests {
         let mask = Tensor::<1, burn::tensor::Int>::arange(0..9, &device).reshape([1, 9]).greater(Tensor::<1, burn::tensor::Int>::arange(0..9, &device).reshape([9, 1]));
         let theirs = activation::softmax(x.clone().mask_fill(mask.reshape([1, 1, 9, 9]).expand([2, 3, 9, 9]), f32::NEG_INFINITY), 3);
         let ours = causal_softmax(x.clone());
-        let (a, b) = (ours.clone().into_data().to_vec::<f32>().unwrap(), theirs.clone().into_data().to_vec::<f32>().unwrap());
+        let (a, b) = (ours.clone().into_data().try_to_vec::<f32>().unwrap(), theirs.clone().into_data().try_to_vec::<f32>().unwrap());
         let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-6, "values differ by {worst}");
-        let ga = x.grad(&(ours * w.clone()).sum().backward()).unwrap().into_data().to_vec::<f32>().unwrap();
-        let gb = x.grad(&(theirs * w).sum().backward()).unwrap().into_data().to_vec::<f32>().unwrap();
+        let ga = x.grad(&(ours * w.clone()).sum().backward()).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        let gb = x.grad(&(theirs * w).sum().backward()).unwrap().into_data().try_to_vec::<f32>().unwrap();
         let worst = ga.iter().zip(&gb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-6, "gradients differ by {worst}");
     }

@@ -237,12 +237,12 @@ mod adamw_tests {
             (a, sa) = ours.step(1e-2, a, grad.clone(), sa);
             (b, sb) = theirs.step(1e-2, b, grad, sb);
         }
-        let (x, y) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
+        let (x, y) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
         let worst = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-6, "weights differ by {worst}");
         let (sa, sb) = (sa.unwrap().momentum, sb.unwrap().momentum);
         assert_eq!(sa.time, sb.time);
-        let (m, n) = (sa.moment_2.into_data().to_vec::<f32>().unwrap(), sb.moment_2.into_data().to_vec::<f32>().unwrap());
+        let (m, n) = (sa.moment_2.into_data().try_to_vec::<f32>().unwrap(), sb.moment_2.into_data().try_to_vec::<f32>().unwrap());
         assert!(m.iter().zip(&n).all(|(p, q)| (p - q).abs() <= 1e-6 * q.abs().max(1.0)));
     }
 }

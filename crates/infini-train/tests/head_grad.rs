@@ -102,8 +102,8 @@ fn tensor_ops_path_equals_fused_path() {
     let run = |fused: bool| {
         let head = head_grad_with(&model, hidden.clone(), segment, 0.1, &device, fused);
         let grads = head.hidden_term.backward();
-        let dh = hidden.grad(&grads).expect("hidden gradient").into_data().to_vec::<f32>().unwrap();
-        let dw = head.grad_weight.into_data().to_vec::<f32>().unwrap();
+        let dh = hidden.grad(&grads).expect("hidden gradient").into_data().try_to_vec::<f32>().unwrap();
+        let dw = head.grad_weight.into_data().try_to_vec::<f32>().unwrap();
         (head.nll_sum.into_scalar::<f32>(), dh, dw)
     };
     let (fused, tensor_ops) = (run(true), run(false));
