@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side training benchmark of infini against the public PyTorch Infini-Transformer
 # (infini-transformer-pytorch 0.2.1, by lucidrains, from PyPI) on the same model
-# (configs/bench.toml), on this machine, in one run; writes docs/benchmarks.md.
+# (configs/bench.toml), on this machine, in one run; writes this CPU's block of docs/benchmarks.md
+# (one block per CPU model, never mixed).
 #
 #   scripts/bench-peers.sh                 3 rounds, 5 timed steps after 3 warm-up steps each
 #   ROUNDS=5 STEPS=10 scripts/bench-peers.sh

@@ -2,8 +2,10 @@
 
   report.py RUN_DIR docs/benchmarks.md
 
-Replaces the text between the `<!-- bench-peers:begin -->` and `<!-- bench-peers:end -->`
-markers (the hand-written profile notes around them stay), or creates the file.
+Each CPU model gets its own block, between `<!-- bench-peers:CPU:begin -->` and
+`<!-- bench-peers:CPU:end -->` markers: a run replaces the block of the CPU it ran on and leaves
+the others (and the hand-written notes around them) alone, so figures of different machines are
+never mixed in one table. A CPU without a block gets a new one at the end of the file.
 """
 import glob
 import json
@@ -13,7 +15,10 @@ import statistics
 import subprocess
 import sys
 
-BEGIN, END = "<!-- bench-peers:begin -->", "<!-- bench-peers:end -->"
+
+
+def markers(cpu):
+    return f"<!-- bench-peers:{cpu}:begin -->", f"<!-- bench-peers:{cpu}:end -->"
 
 
 def cpu_model():
@@ -89,6 +94,16 @@ def main():
         verdicts.append(f"{memory}: training {ratio:.2f}× the peer (goal ≥ 1.5×: {'met' if ratio >= 1.5 else 'NOT met'}), "
                         f"peak RSS {rss_ratio:.2f}× (goal ≤ 0.5×: {'met' if rss_ratio <= 0.5 else 'NOT met'})")
     lines += ["", f"Model FLOPs: {ours_all[0]['flop_formula']} = {ours_all[0]['flop_per_token'] / 1e6:.1f} MFLOP per token.", ""]
+    phased = [r for r in ours_all if "phases_s_median" in r]
+    if phased:
+        names = list(phased[0]["phases_s_median"])
+        cells = " | ".join(f"{statistics.median(r['phases_s_median'][n] for r in phased):.3f}" for n in names)
+        busy = statistics.median(r["cpu_seconds_per_wall_second_median"] for r in phased)
+        faults = statistics.median(r["page_faults_per_step_median"] for r in phased)
+        simd = ", ".join(phased[0]["cpu"]["simd"])
+        lines += ["Where infini's step goes (median seconds over all rounds and both memory rules; CPU seconds per "
+                  f"wall second {busy:.2f}, page faults per step {faults:,.0f}; SIMD: {simd}):", "",
+                  "| " + " | ".join(names) + " |", "|" + "---|" * len(names), "| " + cells + " |", ""]
 
     if os.path.exists(f"{run}/eval.json"):
         ev = json.load(open(f"{run}/eval.json"))["eval"]
@@ -122,11 +137,12 @@ def main():
         lines.append("")
     lines += ["### Goals", ""] + [f"- {v}" for v in verdicts]
 
-    block = "\n".join([BEGIN, *lines, END])
+    begin, end = markers(cpu_model())
+    block = "\n".join([begin, f"### {cpu_model()}", "", *lines, end])
     if os.path.exists(target):
         text = open(target).read()
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        if begin in text and end in text:
+            text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
         else:
             text = text.rstrip() + "\n\n" + block + "\n"
     else:
