@@ -28,7 +28,10 @@ if ! vulkan_ready && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
 fi
 if vulkan_ready; then
   export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
-  INFINI_REQUIRE_BACKENDS=wgpu cargo test --release -p infini-train --features wgpu --test backends
+  # Matmul autotuning benchmarks kernels on the device: pointless on a CPU Vulkan driver, and
+  # it made these tests many times slower there.
+  INFINI_REQUIRE_BACKENDS=wgpu CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal} \
+    cargo test --release -p infini-train --features wgpu --test backends
 else
   echo "skipping the wgpu tests: no Vulkan driver (install libvulkan1 and mesa-vulkan-drivers)"
 fi

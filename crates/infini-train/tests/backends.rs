@@ -106,10 +106,14 @@ fn causality_holds_on_every_backend() {
         };
         let (x, y) = (logits(a), logits(b));
         let v = config.vocab_size;
+        // Flex computes both runs bit for bit alike; with kernel fusion a GPU backend may group
+        // (and so round) the two runs' operations differently, by about 1e-6. A causality leak
+        // moves logits by far more than the bound there.
+        let bound = if name == "flex" { 1e-6 } else { 1e-4 };
         for pos in 0..2 * n {
             let d = x[pos * v..(pos + 1) * v].iter().zip(&y[pos * v..(pos + 1) * v]).fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
             if pos < n + 3 {
-                assert!(d <= 1e-6, "{name}: position {pos} changed by {d} before the perturbed token");
+                assert!(d <= bound, "{name}: position {pos} changed by {d} before the perturbed token");
             } else {
                 assert!(d > 1e-6, "{name}: position {pos} unchanged after the perturbed token");
             }
