@@ -4,7 +4,8 @@
 //! documents and codes. A change that disconnects the memory (a detach, a lost state, a gate
 //! stuck at 0) makes the two runs equal and fails this test.
 
-use std::fs;
+mod common;
+
 use std::path::Path;
 
 use burn::tensor::Device;
@@ -53,9 +54,7 @@ keep_last = 1
         prepared.display(),
         run.display()
     );
-    let path = run.with_extension("toml");
-    fs::write(&path, text).unwrap();
-    RunConfig::load(&path, &[]).unwrap()
+    common::load_written(run, &text)
 }
 
 #[test]

@@ -76,6 +76,11 @@ keep_last = 2
         prepared.display(),
         run.display()
     );
+    load_written(run, &text)
+}
+
+/// Writes a run config's `text` beside the run folder (`RUN.toml`) and loads it.
+pub fn load_written(run: &Path, text: &str) -> RunConfig {
     let path = run.with_extension("toml");
     fs::write(&path, text).unwrap();
     RunConfig::load(&path, &[]).unwrap()
