@@ -27,10 +27,11 @@ pub fn run(path: &Path, json: bool) -> Result<()> {
     } else {
         println!("config            {}", path.display());
         println!(
-            "shape             {} layers × {} heads of {}, d_model {}, FFN {}, vocab {}",
+            "shape             {} layers × {} heads of {}{}, d_model {}, FFN {}, vocab {}",
             model.n_layers,
             model.n_heads,
             model.head_dim(),
+            if model.kv_heads() == model.n_heads { String::new() } else { format!(" ({} key/value heads)", model.kv_heads()) },
             model.d_model,
             model.ffn_hidden,
             model.vocab_size

@@ -17,15 +17,16 @@ use crate::rope::Rope;
 pub struct InfiniAttention {
     /// Query projection `d_model → heads · d_k`.
     pub wq: Linear,
-    /// Key projection.
+    /// Key projection `d_model → kv_heads · d_k`.
     pub wk: Linear,
-    /// Value projection.
+    /// Value projection `d_model → kv_heads · d_v`.
     pub wv: Linear,
     /// Output projection `heads · d_v → d_model`.
     pub wo: Linear,
     /// Gate β, one scalar per head: `sigmoid(β)` weighs the memory path. Absent for `memory = "none"`.
     pub beta: Option<Param<Tensor<1>>>,
     n_heads: usize,
+    n_kv_heads: usize,
     head_dim: usize,
     #[module(skip)]
     update: MemoryKind,
@@ -44,28 +45,40 @@ fn new_linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
 impl InfiniAttention {
     /// Builds the layer; `out_std` initialises the output projection (scaled down with depth).
     pub fn new(config: &ModelConfig, out_std: f64, device: &Device) -> Self {
-        let (d, h, dk) = (config.d_model, config.n_heads, config.head_dim());
+        let (d, h, kv, dk) = (config.d_model, config.n_heads, config.kv_heads(), config.head_dim());
         let std = config.init_std;
         let beta = config.memory.has_memory().then(|| {
             Initializer::Constant { value: config.gate_init }.init([h], device)
         });
         Self {
             wq: new_linear(d, h * dk, std, device),
-            wk: new_linear(d, h * dk, std, device),
-            wv: new_linear(d, h * dk, std, device),
+            wk: new_linear(d, kv * dk, std, device),
+            wv: new_linear(d, kv * dk, std, device),
             wo: new_linear(h * dk, d, out_std, device),
             beta,
             n_heads: h,
+            n_kv_heads: kv,
             head_dim: dk,
             update: config.memory,
             compute: None,
         }
     }
 
-    /// `[B, N, H·d] → [B, H, N, d]`: split the channels into heads, then move heads before time.
-    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+    /// `[B, N, heads·d] → [B, heads, N, d]`: split the channels into heads, then move heads before time.
+    fn split_heads(&self, x: Tensor<3>, heads: usize) -> Tensor<4> {
         let [b, n, _] = x.dims();
-        x.reshape([b, n, self.n_heads, self.head_dim]).swap_dims(1, 2)
+        x.reshape([b, n, heads, self.head_dim]).swap_dims(1, 2)
+    }
+
+    /// `[B, kv_heads, N, d] → [B, heads, N, d]`: each key/value head repeated for the query
+    /// heads of its group (grouped-query attention; nothing to do when the counts are equal).
+    fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
+        let group = self.n_heads / self.n_kv_heads;
+        if group == 1 {
+            return x;
+        }
+        let [b, kv, n, d] = x.dims();
+        x.unsqueeze_dim::<5>(2).expand([b, kv, group, n, d]).reshape([b, kv * group, n, d])
     }
 
     /// `[B, H, N, d] → [B, N, H·d]`, the inverse of [`Self::split_heads`].
@@ -101,9 +114,9 @@ impl InfiniAttention {
         complete: bool,
     ) -> (Tensor<3>, Option<LayerMemory>, Option<KvCache>) {
         let c = self.compute;
-        let q = self.split_heads(linear(&self.wq, x.clone(), c));
-        let k = self.split_heads(linear(&self.wk, x.clone(), c));
-        let v = self.split_heads(linear(&self.wv, x, c));
+        let q = self.split_heads(linear(&self.wq, x.clone(), c), self.n_heads);
+        let k = self.split_heads(linear(&self.wk, x.clone(), c), self.n_kv_heads);
+        let v = self.split_heads(linear(&self.wv, x, c), self.n_kv_heads);
         let [b, h, t, _] = q.dims();
         let start = cache.as_ref().map_or(0, |c| c.v.dims()[2]);
         // Transformer-XL: the previous segment's keys sit at positions 0..P before this one.
@@ -122,7 +135,7 @@ impl InfiniAttention {
         // used by value, so that no extra reference blocks Burn's in-place operations.
         let cache = (!complete).then(|| KvCache { k: k.clone(), k_rope: k_rope.clone(), v: v.clone() });
         let local = match previous {
-            None if start == 0 => crate::host::causal_attention(q_rope, k_rope, v.clone(), c, |q, k, v| {
+            None if start == 0 => crate::host::causal_attention(q_rope, self.repeat_kv(k_rope), self.repeat_kv(v.clone()), c, |q, k, v| {
                 let causal = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
                 scaled_attention(q, k, v, None, causal, c)
             }),
@@ -136,7 +149,7 @@ impl InfiniAttention {
                 };
                 let mask = attention_mask([b, h, t], offset, start, previous.map(|x| x.valid.as_slice()), &q_rope.device());
                 let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-                scaled_attention(q_rope, keys, values, Some(mask), options, c)
+                scaled_attention(q_rope, self.repeat_kv(keys), self.repeat_kv(values), Some(mask), options, c)
             }
         };
 
@@ -202,10 +215,10 @@ fn attention_mask(
 /// Keys and values of the tokens seen so far in the current, unfinished segment.
 #[derive(Clone, Debug)]
 pub struct KvCache {
-    /// Keys before RoPE `[B, H, t, d_k]` (what the memory stores).
+    /// Keys before RoPE `[B, kv_heads, t, d_k]` (what the memory stores).
     pub k: Tensor<4>,
     /// Keys after RoPE (what local attention reads).
     pub k_rope: Tensor<4>,
-    /// Values `[B, H, t, d_v]`.
+    /// Values `[B, kv_heads, t, d_v]`.
     pub v: Tensor<4>,
 }

@@ -40,8 +40,12 @@ pub struct ModelConfig {
     pub d_model: usize,
     /// Number of transformer blocks.
     pub n_layers: usize,
-    /// Attention heads per layer.
+    /// Attention (query) heads per layer.
     pub n_heads: usize,
+    /// Key/value heads per layer (grouped-query attention: each serves `n_heads / n_kv_heads`
+    /// query heads and holds one compressive memory); defaults to `n_heads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_kv_heads: Option<usize>,
     /// Key/value dimension per head; defaults to `d_model / n_heads`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_dim: Option<usize>,
@@ -114,6 +118,7 @@ impl ModelConfig {
             d_model: 64,
             n_layers: 2,
             n_heads: 4,
+            n_kv_heads: None,
             head_dim: None,
             ffn_hidden: 128,
             segment_len: 32,
@@ -130,6 +135,11 @@ impl ModelConfig {
     /// The per-head key/value dimension.
     pub fn head_dim(&self) -> usize {
         self.head_dim.unwrap_or(self.d_model / self.n_heads.max(1))
+    }
+
+    /// Key/value heads (= memories) per layer.
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_heads.unwrap_or(self.n_heads)
     }
 
     /// Checks every field; the error names the first bad key.
@@ -168,6 +178,16 @@ impl ModelConfig {
             }
             _ => {}
         }
+        match self.n_kv_heads {
+            Some(0) => return Err(err("n_kv_heads", "must be at least 1, got 0")),
+            Some(kv) if self.n_heads % kv != 0 => {
+                return Err(err(
+                    "n_kv_heads",
+                    format!("n_heads ({}) must be a multiple of n_kv_heads ({kv}); each key/value head serves a group of query heads", self.n_heads),
+                ));
+            }
+            _ => {}
+        }
         if self.head_dim() % 2 != 0 {
             return Err(err("head_dim", format!("must be even for RoPE, got {}", self.head_dim())));
         }
@@ -187,17 +207,17 @@ impl ModelConfig {
 
     /// Number of trainable parameters of the model this config builds.
     pub fn num_params(&self) -> usize {
-        let (d, h, dk, f, v) = (self.d_model, self.n_heads, self.head_dim(), self.ffn_hidden, self.vocab_size);
+        let (d, h, kv, dk, f, v) = (self.d_model, self.n_heads, self.kv_heads(), self.head_dim(), self.ffn_hidden, self.vocab_size);
         let gate = if self.memory.has_memory() { h } else { 0 };
-        let attention = 4 * d * h * dk + gate;
+        let attention = 2 * d * h * dk + 2 * d * kv * dk + gate;
         let ffn = 3 * d * f;
         let norms = 2 * d;
         let head = if self.tie_embeddings { 0 } else { v * d };
         v * d + self.n_layers * (attention + ffn + norms) + d + head
     }
 
-    /// f32 values of memory per sequence: layers · heads · d_k · (d_v + 1) for Infini-attention,
-    /// layers · heads · N · (d_k + d_v) for the Transformer-XL cache, 0 without memory.
+    /// f32 values of memory per sequence: layers · kv heads · d_k · (d_v + 1) for Infini-attention,
+    /// layers · kv heads · N · (d_k + d_v) for the Transformer-XL cache, 0 without memory.
     pub fn memory_floats(&self) -> usize {
         let dk = self.head_dim();
         let per_head = match self.memory {
@@ -205,6 +225,6 @@ impl ModelConfig {
             MemoryKind::Xl => self.segment_len * 2 * dk,
             MemoryKind::None => 0,
         };
-        self.n_layers * self.n_heads * per_head
+        self.n_layers * self.kv_heads() * per_head
     }
 }

@@ -35,10 +35,19 @@ impl Memory {
     }
 
     /// `σ(q) M / (σ(q) z)` for `sigma_q: [B, H, N, d_k]`, giving `[B, H, N, d_v]`; zero for an empty memory.
+    /// With grouped-query attention the memory has fewer heads than `sigma_q`: query heads
+    /// `j·g .. (j+1)·g` all read the memory of key/value head `j`.
     pub fn retrieve(&self, sigma_q: Tensor<4>) -> Tensor<4> {
-        let numerator = sigma_q.clone().matmul(self.m.clone());
-        let denominator = sigma_q.matmul(self.z.clone().unsqueeze_dim::<4>(3));
-        numerator / denominator.clamp_min(DENOM_FLOOR)
+        let [b, h, n, dk] = sigma_q.dims();
+        let kv = self.m.dims()[1];
+        // [B, kv, g·N, d_k]: the rows of a query group read one memory (a plain reshape, since
+        // the g query heads of a group are consecutive).
+        let q = sigma_q.reshape([b, kv, h / kv * n, dk]);
+        let numerator = q.clone().matmul(self.m.clone());
+        let denominator = q.matmul(self.z.clone().unsqueeze_dim::<4>(3));
+        let read = numerator / denominator.clamp_min(DENOM_FLOOR);
+        let dv = read.dims()[3];
+        read.reshape([b, h, n, dv])
     }
 
     /// Linear update: `M + σ(K)ᵀV`, `z + Σ_t σ(K_t)`.
@@ -119,7 +128,7 @@ fn zero_streams<const D: usize>(t: Tensor<D>, reset: &[bool]) -> Tensor<D> {
 impl MemoryState {
     /// Empty memory for `batch` sequences of the model `config` describes.
     pub fn empty(config: &ModelConfig, batch: usize, device: &Device) -> Self {
-        let (h, d) = (config.n_heads, config.head_dim());
+        let (h, d) = (config.kv_heads(), config.head_dim());
         let layer = || match config.memory {
             MemoryKind::Linear | MemoryKind::Delta => Some(LayerMemory::Compressive(Memory::empty(batch, h, d, d, device))),
             MemoryKind::Xl => Some(LayerMemory::Xl(XlCache {

@@ -292,3 +292,50 @@ fn bf16_compute_keeps_the_memory_f32_and_stays_close_to_f32() {
         assert!(to_vec(g).iter().all(|x| x.is_finite()));
     }
 }
+
+/// Grouped-query attention: a model with 2 key/value heads for 4 query heads computes exactly
+/// what the 4-head model computes when each key/value projection is repeated for its group, over
+/// several segments (so the memory, held once per key/value head, is read by the whole group).
+#[test]
+fn grouped_query_attention_equals_repeated_key_value_heads() {
+    let device = Device::flex();
+    for rule in [MemoryKind::Linear, MemoryKind::Delta, MemoryKind::None, MemoryKind::Xl] {
+        let mut config = test_config(rule);
+        config.n_heads = 4;
+        config.d_model = 32;
+        config.n_kv_heads = Some(2);
+        let gqa = config.init(&device);
+        let mut full_config = config.clone();
+        full_config.n_kv_heads = None;
+        let mut full = full_config.init(&device);
+        let (d, dk, group) = (config.d_model, config.head_dim(), 2);
+        let repeat = |w: Tensor<2>| {
+            let kv = w.dims()[1] / dk;
+            Param::from_tensor(w.reshape([d, kv, 1, dk]).expand([d, kv, group, dk]).reshape([d, kv * group * dk]))
+        };
+        full.embedding = gqa.embedding.clone();
+        full.final_norm = gqa.final_norm.clone();
+        full.lm_head = gqa.lm_head.clone();
+        for (f, g) in full.blocks.iter_mut().zip(&gqa.blocks) {
+            f.attn_norm = g.attn_norm.clone();
+            f.ffn_norm = g.ffn_norm.clone();
+            f.ffn = g.ffn.clone();
+            f.attn.wq = g.attn.wq.clone();
+            f.attn.wo = g.attn.wo.clone();
+            f.attn.beta = g.attn.beta.clone();
+            f.attn.wk.weight = repeat(g.attn.wk.weight.val());
+            f.attn.wv.weight = repeat(g.attn.wv.weight.val());
+        }
+        let mut rng = rng(11);
+        let (n, v) = (config.segment_len, config.vocab_size);
+        let tokens: Vec<i64> = (0..2 * 3 * n).map(|_| rand::Rng::random_range(&mut rng, 0..v as i64)).collect();
+        let (a, b) = (run_segments(&gqa, &config, &tokens, 2), run_segments(&full, &full_config, &tokens, 2));
+        for (s, (x, y)) in a.iter().zip(&b).enumerate() {
+            let err = rel_err(x, y);
+            assert!(err < 1e-5, "{rule:?} segment {s}: GQA vs repeated heads differ by {err:e}");
+        }
+        if let Some(LayerMemory::Compressive(m)) = MemoryState::empty(&config, 2, &device).layers.first() {
+            assert_eq!(m.m.dims(), [2, 2, dk, dk], "one memory per key/value head");
+        }
+    }
+}

@@ -42,6 +42,8 @@ fn unknown_key_is_named_with_its_line() {
 fn inconsistent_head_dim_is_named() {
     assert_one_line_naming(&error_of(&format!("{GOOD}head_dim = 32\n")), "model.head_dim");
     assert_one_line_naming(&error_of(&GOOD.replace("n_heads = 4", "n_heads = 5")), "model.n_heads");
+    assert_one_line_naming(&error_of(&format!("{GOOD}n_kv_heads = 3\n")), "model.n_kv_heads");
+    assert_one_line_naming(&error_of(&format!("{GOOD}n_kv_heads = 0\n")), "model.n_kv_heads");
 }
 
 #[test]
@@ -75,9 +77,9 @@ fn paper_memory_size_is_1_6m_floats() {
 fn parameter_count_matches_the_built_model() {
     use burn::module::Module;
     let device = burn::tensor::Device::flex();
-    for (memory, tie) in [(MemoryKind::Linear, true), (MemoryKind::None, false), (MemoryKind::Delta, false)] {
+    for (memory, tie, kv) in [(MemoryKind::Linear, true, None), (MemoryKind::None, false, Some(2)), (MemoryKind::Delta, false, Some(1))] {
         let mut m: ModelConfig = toml_file::parse::<File>(Path::new("x"), GOOD).unwrap().model;
-        (m.memory, m.tie_embeddings) = (memory, tie);
-        assert_eq!(m.init(&device).num_params(), m.num_params(), "{memory:?} tied={tie}");
+        (m.memory, m.tie_embeddings, m.n_kv_heads) = (memory, tie, kv);
+        assert_eq!(m.init(&device).num_params(), m.num_params(), "{memory:?} tied={tie} kv={kv:?}");
     }
 }

@@ -20,10 +20,11 @@ pub const FLOP_FORMULA: &str = "per token: 6·P (P = weights of all matrix produ
 
 /// Model FLOPs of one training token under [`FLOP_FORMULA`].
 pub fn flops_per_token(m: &ModelConfig) -> f64 {
-    let (d, h, dk, f, v, n, l) = (m.d_model, m.n_heads, m.head_dim(), m.ffn_hidden, m.vocab_size, m.segment_len, m.n_layers);
-    let weights = l * (4 * d * h * dk + 3 * d * f) + v * d;
+    let (d, h, kv, dk, f, v, n, l) = (m.d_model, m.n_heads, m.kv_heads(), m.head_dim(), m.ffn_hidden, m.vocab_size, m.segment_len, m.n_layers);
+    let weights = l * (2 * d * h * dk + 2 * d * kv * dk + 3 * d * f) + v * d;
     let local = 2 * n * h * dk;
-    let memory = if m.memory.has_memory() { 2 * h * dk * dk } else { 0 };
+    // Retrieval reads per query head, the update writes per key/value head.
+    let memory = if m.memory.has_memory() { h * dk * dk + kv * dk * dk } else { 0 };
     (6 * weights + 6 * l * (local + memory)) as f64
 }
 

@@ -233,6 +233,7 @@ pub fn shape_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
     check("d_model", a.d_model.to_string(), b.d_model.to_string());
     check("n_layers", a.n_layers.to_string(), b.n_layers.to_string());
     check("n_heads", a.n_heads.to_string(), b.n_heads.to_string());
+    check("n_kv_heads", a.kv_heads().to_string(), b.kv_heads().to_string());
     check("head_dim", a.head_dim().to_string(), b.head_dim().to_string());
     check("ffn_hidden", a.ffn_hidden.to_string(), b.ffn_hidden.to_string());
     check("tie_embeddings", a.tie_embeddings.to_string(), b.tie_embeddings.to_string());

@@ -36,7 +36,7 @@ pub fn inspect(model: &InfiniLm, config: &ModelConfig, document: Option<&[u32]>,
     let memory = crate::eval::read_segments(model, MemoryState::empty(config, 1, device), segments, device, |s, _| {
         report.tokens_read += s.segment_len;
     });
-    let h = config.n_heads;
+    let h = config.kv_heads();
     for layer in memory.layers.iter().filter_map(|l| l.compressive()) {
         let m = layer.m.clone().powi_scalar(2).sum_dims(&[2, 3]).sqrt().reshape([1, h]);
         report.memory_norm.push(per_head(m));
@@ -64,7 +64,9 @@ pub struct RetrievalShare {
 
 /// See [`RetrievalShare`]; `prompt` is read whole segments at a time (Infini-attention only).
 pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], focus: std::ops::Range<usize>, device: &Device) -> RetrievalShare {
-    let (n, h, dk) = (config.segment_len, config.n_heads, config.head_dim());
+    let (n, h, kv, dk) = (config.segment_len, config.n_heads, config.kv_heads(), config.head_dim());
+    // Per query head, the σ(K) sums of its key/value head (grouped-query attention).
+    let per_query_head = |s: Tensor<2>| s.reshape([kv, 1, dk]).expand([kv, h / kv, dk]).reshape([h, dk]);
     let last_start = (prompt.len() - 1) / n * n;
     let zeros = || Tensor::<2>::zeros([h, dk], device);
     let mut focus_sum: Vec<Tensor<2>> = (0..config.n_layers).map(|_| zeros()).collect();
@@ -85,11 +87,11 @@ pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], f
             let t = chunk.len();
             if start < last_start {
                 // σ(K) of this segment, [H, t, d_k]: what the memory's normaliser z sums.
-                let k = infini_model::sigma(attn.wk.forward(x).reshape([t, h, dk]).swap_dims(0, 1));
-                total_sum[layer] = total_sum[layer].clone() + k.clone().sum_dim(1).reshape([h, dk]);
+                let k = infini_model::sigma(attn.wk.forward(x).reshape([t, kv, dk]).swap_dims(0, 1));
+                total_sum[layer] = total_sum[layer].clone() + per_query_head(k.clone().sum_dim(1).reshape([kv, dk]));
                 let (a, b) = (focus.start.clamp(start, start + t), focus.end.clamp(start, start + t));
                 if a < b {
-                    let part = k.slice([0..h, a - start..b - start, 0..dk]).sum_dim(1).reshape([h, dk]);
+                    let part = per_query_head(k.slice([0..kv, a - start..b - start, 0..dk]).sum_dim(1).reshape([kv, dk]));
                     focus_sum[layer] = focus_sum[layer].clone() + part;
                 }
             } else {

@@ -55,6 +55,7 @@ pub fn test_config(memory: MemoryKind) -> ModelConfig {
         d_model: 24,
         n_layers: 2,
         n_heads: 3,
+        n_kv_heads: None,
         head_dim: None,
         ffn_hidden: 40,
         segment_len: 8,
