@@ -61,6 +61,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let device = backend::device(&args.backend).map_err(|e| anyhow!(e))?;
     let ckpt = checkpoint::resolve(&args.checkpoint).map_err(|e| anyhow!(e))?;
     let (config, state) = checkpoint::read_meta(&ckpt).map_err(|e| anyhow!(e))?;
+    if args.data.is_none() && config.data.prepared.as_os_str().is_empty() {
+        bail!("{} records no training data (an imported model): pass --data DIR (data prepared with its tokenizer)", ckpt.display());
+    }
     let data_dir = args.data.unwrap_or_else(|| config.data.prepared.clone());
     if !data_dir.exists() && data_dir.is_relative() {
         bail!(

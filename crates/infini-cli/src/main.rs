@@ -10,6 +10,7 @@ mod bench;
 mod data;
 mod eval;
 mod infer;
+mod interop;
 mod model_info;
 mod train;
 
@@ -53,6 +54,10 @@ enum Command {
         /// The run folder (holding metrics.jsonl).
         run_dir: PathBuf,
     },
+    /// Import a Llama-family model in the Hugging Face layout as an infini checkpoint (adds Infini-attention).
+    Import(interop::ImportArgs),
+    /// Export a checkpoint to the Hugging Face layout (safetensors).
+    Export(interop::ExportArgs),
     /// Measure throughput (JSON output).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -118,6 +123,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Generate(args) => infer::generate_cmd(args),
         Command::Passkey(args) => infer::passkey_cmd(args),
         Command::Inspect(args) => infer::inspect_cmd(args),
+        Command::Import(args) => interop::import(args),
+        Command::Export(args) => interop::export(args),
         Command::Plot { run_dir } => infini_train::plot::plot_run(&run_dir)
             .map(|p| println!("wrote {}", p.display()))
             .map_err(|e| anyhow::anyhow!(e)),

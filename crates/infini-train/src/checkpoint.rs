@@ -135,6 +135,34 @@ pub fn save(run_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf> {
     Ok(final_path)
 }
 
+/// Writes a checkpoint that is not part of a run (an imported model) into the new folder `out`:
+/// `model.bpk`, `config.toml`, `state.json` and `tokenizer.json`, no optimizer state. Written
+/// whole into a temporary folder first; an existing `out` is never touched.
+pub fn save_standalone(out: &Path, model: &InfiniLm, config: &RunConfig, state: &TrainState, tokenizer: &[u8]) -> Result<()> {
+    if out.exists() {
+        return Err(format!("{} already exists; choose another --out or delete it", out.display()));
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    io(fs::create_dir_all(parent), || format!("cannot create {}", parent.display()))?;
+    let tmp = temp_path(out);
+    let _ = fs::remove_dir_all(&tmp);
+    io(fs::create_dir(&tmp), || format!("cannot create {}", tmp.display()))?;
+    let written = (|| {
+        let bytes = model.clone().into_record().into_bytes().map_err(|e| format!("cannot encode model: {e}"))?;
+        write_synced(&tmp.join("model.bpk"), &bytes)?;
+        write_synced(&tmp.join("state.json"), serde_json::to_string_pretty(state).expect("state").as_bytes())?;
+        write_synced(&tmp.join("config.toml"), config.to_toml().as_bytes())?;
+        write_synced(&tmp.join("tokenizer.json"), tokenizer)?;
+        sync_dir(&tmp).map_err(|e| e.to_string())?;
+        io(fs::rename(&tmp, out), || format!("cannot move the checkpoint into {}", out.display()))?;
+        sync_dir(parent).map_err(|e| e.to_string())
+    })();
+    if written.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    written
+}
+
 /// Checkpoint folders of a run, oldest first.
 pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut found: Vec<(u64, PathBuf)> = fs::read_dir(run_dir.join("checkpoints"))

@@ -6,6 +6,7 @@ pub mod optim;
 pub mod eval;
 pub mod loss;
 pub mod checkpoint;
+pub mod hf;
 pub mod backend;
 pub mod trainer;
 pub mod backprop;
