@@ -218,6 +218,14 @@ impl Trainer {
                 }
                 model = checkpoint::load_model(&ckpt, model)?;
                 eprintln!("initialised weights from {}", ckpt.display());
+                // Not shapes, but they change what the weights compute: allowed (a longer context
+                // may want another RoPE base), said out loud.
+                let (was, now) = (&saved_config.model, &config.model);
+                for (key, a, b) in [("rope_theta", was.rope_theta, now.rope_theta), ("norm_eps", was.norm_eps, now.norm_eps)] {
+                    if a != b {
+                        eprintln!("warning: model.{key} is {b} here but {a} in {}: the weights were trained with {a}", ckpt.display());
+                    }
+                }
             }
         }
         let answers = config.data.loss_on == LossOn::Answers;
