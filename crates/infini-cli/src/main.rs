@@ -73,7 +73,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 impl Command {
     /// Whether the verb computes with tensors (and so reuses large blocks of memory).
     fn computes(&self) -> bool {
-        !matches!(self, Command::ModelInfo { .. } | Command::Tokenizer(_) | Command::Data(_) | Command::Plot { .. })
+        !matches!(self, Command::ModelInfo { .. } | Command::Tokenizer(_) | Command::Data(_) | Command::Plot { .. } | Command::Import(_) | Command::Export(_))
     }
 }
 

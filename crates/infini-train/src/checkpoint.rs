@@ -148,8 +148,10 @@ pub fn save_standalone(out: &Path, model: &InfiniLm, config: &RunConfig, state: 
     let _ = fs::remove_dir_all(&tmp);
     io(fs::create_dir(&tmp), || format!("cannot create {}", tmp.display()))?;
     let written = (|| {
-        let bytes = model.clone().into_record().into_bytes().map_err(|e| format!("cannot encode model: {e}"))?;
-        write_synced(&tmp.join("model.bpk"), &bytes)?;
+        // Written tensor by tensor (no second copy of the weights in memory), then synced.
+        let path = tmp.join("model.bpk");
+        model.clone().into_record().save(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        io(fs::File::open(&path).and_then(|f| f.sync_all()), || format!("cannot sync {}", path.display()))?;
         write_synced(&tmp.join("state.json"), serde_json::to_string_pretty(state).expect("state").as_bytes())?;
         write_synced(&tmp.join("config.toml"), config.to_toml().as_bytes())?;
         write_synced(&tmp.join("tokenizer.json"), tokenizer)?;
