@@ -43,3 +43,31 @@ fn bench_matmul_reports_every_shape() {
     assert_eq!(shapes.len(), 5);
     assert!(shapes.iter().all(|s| s["gflop_per_s"].as_f64().unwrap() > 0.0));
 }
+
+/// `train.checkpointing` keeps one segment's activations instead of a whole window's: on 16
+/// segments of full backprop the peak memory of a training step must drop well below the
+/// ordinary run's, with the same losses.
+#[test]
+fn checkpointing_lowers_peak_memory_with_the_same_losses() {
+    let dir = std::env::temp_dir().join(format!("infini-bench-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |checkpointing: bool| {
+        let out = dir.join(format!("{checkpointing}.json"));
+        let r = infini(&[
+            "bench", "train", "--config", "configs/tiny.toml", "--set", "data.batch_size=2", "--set", "data.seq_len=2048",
+            "--set", "train.tbptt_segments=0", "--set", &format!("train.checkpointing={checkpointing}"),
+            "--steps", "1", "--warmup", "1", "--json", out.to_str().unwrap(),
+        ]);
+        assert!(r.ok, "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let losses: Vec<f64> = v["losses"].as_array().unwrap().iter().map(|l| l.as_f64().unwrap()).collect();
+        (v["peak_rss_mib"].as_f64().unwrap(), losses)
+    };
+    let (plain_mib, plain) = run(false);
+    let (ckpt_mib, ckpt) = run(true);
+    for (a, b) in plain.iter().zip(&ckpt) {
+        assert!((a - b).abs() < 1e-5 * a.abs(), "losses differ: {plain:?} vs {ckpt:?}");
+    }
+    assert!(ckpt_mib < 0.6 * plain_mib, "peak RSS {ckpt_mib:.0} MiB with checkpointing vs {plain_mib:.0} MiB without");
+    std::fs::remove_dir_all(&dir).ok();
+}

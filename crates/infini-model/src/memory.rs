@@ -143,12 +143,18 @@ impl MemoryState {
 
     /// Cuts the autodiff graph: later losses send no gradient into earlier segments.
     pub fn detach(self) -> Self {
+        self.map_tensors(Tensor::detach, Tensor::detach)
+    }
+
+    /// Applies `f4` to every 4-d tensor (M, the XL keys and values) and `f3` to every z, e.g. to
+    /// move the state off or onto autodiff.
+    pub fn map_tensors(self, f4: impl Fn(Tensor<4>) -> Tensor<4>, f3: impl Fn(Tensor<3>) -> Tensor<3>) -> Self {
         let layers = self
             .layers
             .into_iter()
             .map(|l| match l {
-                LayerMemory::Compressive(m) => LayerMemory::Compressive(m.map(Tensor::detach, Tensor::detach)),
-                LayerMemory::Xl(x) => LayerMemory::Xl(XlCache { k: x.k.detach(), v: x.v.detach(), valid: x.valid }),
+                LayerMemory::Compressive(m) => LayerMemory::Compressive(Memory { m: f4(m.m), z: f3(m.z) }),
+                LayerMemory::Xl(x) => LayerMemory::Xl(XlCache { k: f4(x.k), v: f4(x.v), valid: x.valid }),
             })
             .collect();
         Self { layers }

@@ -135,10 +135,30 @@ pub struct InfiniLm {
     compute: Compute,
 }
 
+/// Draws the initial value of every lazily initialised parameter it visits, in the module's
+/// field order.
+struct InitialiseParams;
+
+impl burn::module::ModuleVisitor for InitialiseParams {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
 impl ModelConfig {
-    /// Builds a freshly initialised model on `device`. Panics on an invalid config: call
+    /// Builds a freshly initialised model on `device`, its weights drawn now in a fixed order
+    /// (so a seed gives the same model whatever runs first: a forward pass, a copy without
+    /// autodiff, a checkpoint load). Panics on an invalid config: call
     /// [`ModelConfig::validate`] first to get an error instead.
     pub fn init(&self, device: &Device) -> InfiniLm {
+        let model = self.init_lazy(device);
+        model.visit(&mut InitialiseParams);
+        model
+    }
+
+    /// The model with its weights not drawn yet: for loading weights into (a checkpoint, a
+    /// pretrained model), which then never allocates the random ones.
+    pub fn init_lazy(&self, device: &Device) -> InfiniLm {
         if let Err(e) = self.validate() {
             panic!("invalid model config: {e}");
         }

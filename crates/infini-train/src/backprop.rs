@@ -1,10 +1,11 @@
 //! The gradients of one training example: truncated backprop through the memory across its
 //! segments, with the output head's and the embedding's gradients worked out by hand.
 
+use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, IndexingUpdateOp, Tensor, TensorData};
 use infini_data::SegmentBatch;
-use infini_model::{InfiniLm, LayerMemory, MemoryState};
+use infini_model::{InfiniLm, LayerMemory, Memory, MemoryState};
 
 use crate::loss::{head_grad, ids};
 use crate::phases::{Phase, time};
@@ -67,10 +68,22 @@ impl StepGrads {
     }
 }
 
+/// How the gradient of a backprop window is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Segments per window (the memory is detached between windows).
+    pub segments: usize,
+    /// Segment-level activation checkpointing: keep only each segment's incoming memory during
+    /// the forward pass, and recompute one segment at a time in the backward pass (see
+    /// [`backprop_window_recomputed`]). Same gradients, activations of one segment instead of
+    /// the whole window, one extra forward pass of the blocks.
+    pub recompute: bool,
+}
+
 /// Truncated backprop over one example: runs its segments in order, threading the memory, and
-/// every `window` segments backpropagates `scale ×` the summed NLL of the window (through the
-/// memory written inside the window), adds the gradients to `grads`, then detaches the memory.
-/// Returns the example's scaled loss and its final (detached) memory.
+/// every `window.segments` segments backpropagates `scale ×` the summed NLL of the window
+/// (through the memory written inside the window), adds the gradients to `grads`, then detaches
+/// the memory. Returns the example's scaled loss and its final (detached) memory.
 ///
 /// The output head's loss and gradient are computed directly ([`head_grad`]) and enter autodiff
 /// through a surrogate term whose gradient with respect to the hidden states is exactly that of
@@ -79,44 +92,145 @@ pub fn backprop_example(
     model: &InfiniLm,
     example: &[SegmentBatch],
     mut memory: MemoryState,
-    window: usize,
+    window: Window,
     scale: f64,
     device: &Device,
     grads: &mut StepGrads,
 ) -> (f64, MemoryState) {
     let mut total = 0.0;
-    for chunk in example.chunks(window.max(1)) {
-        let mut terms: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
-        let mut nll: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
-        let mut embedded: Vec<Tensor<3>> = Vec::with_capacity(chunk.len());
-        for segment in chunk {
-            let (x, hidden) = time(Phase::Forward, || {
-                let inputs = ids(&segment.inputs, segment.batch, segment.segment_len, device);
-                let x = model.embed(inputs).detach().require_grad();
-                let current = std::mem::replace(&mut memory, MemoryState { layers: Vec::new() });
-                let (hidden, next) = model.forward_embedded(x.clone(), current, &segment.reset);
-                memory = next;
-                (x, hidden)
-            });
-            let head = time(Phase::Head, || head_grad(model, hidden, segment, scale, device));
-            terms.push(head.hidden_term);
-            nll.push(head.nll_sum);
-            add_into(&mut grads.head, head.grad_weight);
-            embedded.push(x);
-        }
-        total += Tensor::cat(nll, 0).sum().into_scalar::<f64>() * scale;
-        time(Phase::Backward, || {
-            let backward = Tensor::cat(terms, 0).sum().backward();
-            for (x, segment) in embedded.iter().zip(chunk) {
-                if let Some(g) = x.grad(&backward) {
-                    grads.add_embedding(model, &segment.inputs, g, device);
-                }
-            }
-            grads.autodiff.accumulate(model, GradientsParams::from_grads(backward, model));
-        });
-        memory = memory.detach();
+    for chunk in example.chunks(window.segments.max(1)) {
+        let (loss, next) = if window.recompute {
+            backprop_window_recomputed(model, chunk, memory, scale, device, grads)
+        } else {
+            backprop_window(model, chunk, memory, scale, device, grads)
+        };
+        total += loss;
+        memory = next.detach();
     }
     (total, memory)
+}
+
+/// One segment forward from the embedded inputs `x`.
+fn segment_forward(model: &InfiniLm, segment: &SegmentBatch, x: Tensor<3>, memory: MemoryState) -> (Tensor<3>, MemoryState) {
+    time(Phase::Forward, || model.forward_embedded(x, memory, &segment.reset))
+}
+
+fn embedded_leaf(model: &InfiniLm, segment: &SegmentBatch, device: &Device) -> Tensor<3> {
+    let inputs = ids(&segment.inputs, segment.batch, segment.segment_len, device);
+    model.embed(inputs).detach().require_grad()
+}
+
+/// One window, one graph: all its segments forward, then one backward pass.
+fn backprop_window(model: &InfiniLm, chunk: &[SegmentBatch], mut memory: MemoryState, scale: f64, device: &Device, grads: &mut StepGrads) -> (f64, MemoryState) {
+    let mut terms: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
+    let mut nll: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
+    let mut embedded: Vec<Tensor<3>> = Vec::with_capacity(chunk.len());
+    for segment in chunk {
+        let x = embedded_leaf(model, segment, device);
+        let (hidden, next) = segment_forward(model, segment, x.clone(), memory);
+        memory = next;
+        let head = time(Phase::Head, || head_grad(model, hidden, segment, scale, device));
+        terms.push(head.hidden_term);
+        nll.push(head.nll_sum);
+        add_into(&mut grads.head, head.grad_weight);
+        embedded.push(x);
+    }
+    let total = Tensor::cat(nll, 0).sum().into_scalar::<f64>() * scale;
+    time(Phase::Backward, || {
+        let backward = Tensor::cat(terms, 0).sum().backward();
+        for (x, segment) in embedded.iter().zip(chunk) {
+            if let Some(g) = x.grad(&backward) {
+                grads.add_embedding(model, &segment.inputs, g, device);
+            }
+        }
+        grads.autodiff.accumulate(model, GradientsParams::from_grads(backward, model));
+    });
+    (total, memory)
+}
+
+/// One window with segment-level checkpointing. Forward: each segment runs and only its
+/// outgoing memory is kept (detached; the segment's graph is dropped with its outputs).
+/// Backward, last segment first: the segment runs again from its saved incoming memory, made a
+/// leaf, and autodiff differentiates `scale·NLL_s + Σ_layers ⟨M_s, G_M⟩ + ⟨z_s, G_z⟩`, where
+/// `G` is the gradient that the later segments sent back into this segment's outgoing memory.
+/// Its gradients are those of the window's loss with respect to the weights and to the
+/// incoming memory — which becomes the `G` of the segment before. Memory kinds without a
+/// gradient path (the Transformer-XL cache is stored detached) contribute no term.
+fn backprop_window_recomputed(
+    model: &InfiniLm,
+    chunk: &[SegmentBatch],
+    memory: MemoryState,
+    scale: f64,
+    device: &Device,
+    grads: &mut StepGrads,
+) -> (f64, MemoryState) {
+    // The forward pass without autodiff (a graph built on the autodiff device would be kept
+    // until the next backward pass, which is what this saves).
+    let plain = model.valid();
+    let plain_device = device.clone().without_autodiff();
+    let mut incoming = vec![memory.map_tensors(Tensor::without_autodiff, Tensor::without_autodiff)];
+    for segment in chunk {
+        let x = plain.embed(ids(&segment.inputs, segment.batch, segment.segment_len, &plain_device));
+        let (_, next) = segment_forward(&plain, segment, x, incoming.last().expect("one memory per segment").clone());
+        incoming.push(next);
+    }
+    let to_autodiff = |m: MemoryState| m.map_tensors(Tensor::autodiff, Tensor::autodiff);
+    let last = to_autodiff(incoming.pop().expect("the window's final memory"));
+    let mut total = 0.0;
+    // Per layer, ∂loss/∂(M, z) of the memory leaving the current segment (None: no later segment).
+    let mut later: Option<Vec<Option<(Tensor<4>, Tensor<3>)>>> = None;
+    for (s, segment) in chunk.iter().enumerate().rev() {
+        // The first segment's incoming memory is detached from the previous window anyway.
+        let track = s > 0;
+        let start = to_autodiff(incoming.pop().expect("one memory per segment"));
+        let start = MemoryState {
+            layers: start
+                .layers
+                .into_iter()
+                .map(|l| match l {
+                    LayerMemory::Compressive(m) if track => {
+                        LayerMemory::Compressive(Memory { m: m.m.require_grad(), z: m.z.require_grad() })
+                    }
+                    other => other,
+                })
+                .collect(),
+        };
+        let leaves: Vec<Option<(Tensor<4>, Tensor<3>)>> =
+            start.layers.iter().map(|l| l.compressive().filter(|_| track).map(|m| (m.m.clone(), m.z.clone()))).collect();
+        let x = embedded_leaf(model, segment, device);
+        let (hidden, out) = segment_forward(model, segment, x.clone(), start);
+        let head = time(Phase::Head, || head_grad(model, hidden, segment, scale, device));
+        total += head.nll_sum.into_scalar::<f64>() * scale;
+        add_into(&mut grads.head, head.grad_weight);
+        let mut term = head.hidden_term;
+        if let Some(later) = &later {
+            for (layer, g) in out.layers.iter().zip(later) {
+                if let (Some(m), Some((gm, gz))) = (layer.compressive(), g) {
+                    term = term + (m.m.clone() * gm.clone()).sum() + (m.z.clone() * gz.clone()).sum();
+                }
+            }
+        }
+        time(Phase::Backward, || {
+            let backward = term.backward();
+            if let Some(g) = x.grad(&backward) {
+                grads.add_embedding(model, &segment.inputs, g, device);
+            }
+            later = Some(
+                leaves
+                    .iter()
+                    .map(|leaf| {
+                        leaf.as_ref().map(|(m, z)| {
+                            let constant = |g: Option<Tensor<4>>, like: &Tensor<4>| g.map_or_else(|| like.zeros_like(), |g| Tensor::from_data(g.into_data(), device));
+                            let gz = z.grad(&backward).map_or_else(|| z.zeros_like(), |g| Tensor::from_data(g.into_data(), device));
+                            (constant(m.grad(&backward), m), gz)
+                        })
+                    })
+                    .collect(),
+            );
+            grads.autodiff.accumulate(model, GradientsParams::from_grads(backward, model));
+        });
+    }
+    (total, last)
 }
 
 /// Frobenius norm of M per sequence (each stream's [heads, d_k, d_v] block), averaged over the
@@ -146,7 +260,6 @@ pub(crate) fn memory_is_finite(memory: &MemoryState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use infini_model::Memory;
 
     fn state(batch: usize, value: f32) -> MemoryState {
         let device = Device::flex();

@@ -86,7 +86,7 @@ pub fn train_steps(
     }
     let mut model: InfiniLm = config.model.init(&device).materialize().with_compute(compute);
     let mut optimizer = build(&config.train);
-    let window = config.window_segments();
+    let window = config.window();
     let mut bench = TrainBench { step_seconds: Vec::new(), tokens_per_step: 0, losses: Vec::new(), phase_seconds: Vec::new() };
     crate::phases::take();
     for step in 0..warmup + steps {

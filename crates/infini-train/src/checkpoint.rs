@@ -276,7 +276,7 @@ pub fn shape_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
 pub fn load_for_inference(path: &Path, device: &Device) -> Result<(InfiniLm, RunConfig, TrainState, PathBuf)> {
     let ckpt = resolve(path)?;
     let (config, state) = read_meta(&ckpt)?;
-    let model = load_model(&ckpt, config.model.init(device))?;
+    let model = load_model(&ckpt, config.model.init_lazy(device))?;
     Ok((model, config, state, ckpt))
 }
 

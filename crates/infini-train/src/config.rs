@@ -134,6 +134,11 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// `f32`, or `bf16` matrix products (mixed precision; the memory stays f32).
     pub precision: Precision,
+    /// Activation checkpointing by segment: the forward pass keeps only each segment's incoming
+    /// memory, and the backward pass recomputes one segment at a time, so a backprop window
+    /// holds the activations of one segment instead of all of them (one extra forward pass of
+    /// the blocks; the same gradients). For full backprop through many long segments.
+    pub checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -156,6 +161,7 @@ impl Default for TrainConfig {
             max_bad_steps: 10,
             log_every: 10,
             precision: Precision::F32,
+            checkpointing: false,
         }
     }
 }
@@ -269,6 +275,11 @@ impl RunConfig {
         }
     }
 
+    /// The backprop window of a training step.
+    pub fn window(&self) -> crate::backprop::Window {
+        crate::backprop::Window { segments: self.window_segments(), recompute: self.train.checkpointing }
+    }
+
     /// Checks every section; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         self.model.validate().map_err(|e| e.to_string())?;
@@ -306,6 +317,12 @@ impl RunConfig {
             return Err(format!(
                 "train.tbptt_segments: 1 detaches the memory after every segment, so memory writes never get a gradient; use ≥ 2 or 0 (all {} segments)",
                 self.segments_per_example()
+            ));
+        }
+        if t.checkpointing && self.model.dropout > 0.0 {
+            return Err(format!(
+                "train.checkpointing: recomputing segments needs the same dropout masks twice; set model.dropout = 0 (it is {}) or checkpointing = false",
+                self.model.dropout
             ));
         }
         if t.warmup_steps > t.steps {

@@ -201,7 +201,7 @@ pub fn load_pretrained(from: &Path, options: &ImportOptions, device: &Device) ->
         return Err(format!("{} is not a folder (expected config.json, model.safetensors, tokenizer.json)", from.display()));
     }
     let config = llama_config(&read_json(&from.join("config.json"))?, options)?;
-    let mut model = config.init(device);
+    let mut model = config.init_lazy(device);
     let mut applied = std::collections::BTreeSet::new();
     let mut unused = Vec::new();
     for file in weight_files(from)? {

@@ -22,7 +22,7 @@ pub(crate) fn data_parallel(
     replicas: &[Device],
     batch_size: usize,
     examples: &[Vec<SegmentBatch>],
-    window: usize,
+    window: crate::backprop::Window,
     scale: f64,
 ) -> (f64, Option<f64>, GradientsParams) {
     let devices: Vec<Device> = std::iter::once(main.clone()).chain(replicas.iter().cloned()).collect();

@@ -272,7 +272,7 @@ impl Trainer {
     /// or gradient is not finite is not applied.
     fn step(&mut self, poison: bool) -> (f64, f64, u64, Option<f64>, bool) {
         let k = self.config.segments_per_example();
-        let window = self.config.window_segments();
+        let window = self.config.window();
         let align = self.config.data.align_documents;
         let examples: Vec<Vec<SegmentBatch>> = (0..self.config.train.grad_accum)
             .map(|_| if align { self.stream.next_aligned_example(k) } else { self.stream.next_example(k) })
