@@ -32,6 +32,14 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also estimate the peak memory of a training step (weights, gradients, optimizer state,
+        /// activations per backprop window with and without train.checkpointing, the memory
+        /// state, the head's logits), from the config's [data] and [train] tables.
+        #[arg(long)]
+        estimate_memory: bool,
+        /// Streams per step for the estimate (default: the config's data.batch_size).
+        #[arg(long, requires = "estimate_memory")]
+        batch_size: Option<usize>,
     },
     /// Train a tokenizer.
     #[command(subcommand)]
@@ -114,7 +122,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::ModelInfo { config, json } => model_info::run(&config, json),
+        Command::ModelInfo { config, json, estimate_memory, batch_size } => model_info::run(&config, json, estimate_memory.then_some(batch_size)),
         Command::Tokenizer(c) => data::tokenizer(c),
         Command::Data(c) => data::data(c),
         Command::Bench(c) => bench::run(c),

@@ -5,9 +5,12 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use infini_data::toml_file::{self, ModelTable};
 use infini_model::ModelConfig;
+use infini_train::config::OptimizerKind;
+use infini_train::memory_estimate::{MemoryEstimate, estimate};
 
-/// Reads the `[model]` table of `path` and prints its sizes.
-pub fn run(path: &Path, json: bool) -> Result<()> {
+/// Reads the `[model]` table of `path` and prints its sizes; with `estimate` (`Some(batch
+/// override)`), also the peak training memory.
+pub fn run(path: &Path, json: bool, estimate: Option<Option<usize>>) -> Result<()> {
     // Only the [model] table; the other tables are checked by the verbs that use them.
     let model = toml_file::read::<ModelTable<ModelConfig>>(path).map_err(|e| anyhow!(e))?.model;
     model.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -23,6 +26,11 @@ pub fn run(path: &Path, json: bool) -> Result<()> {
             "memory_floats_per_sequence": memory_floats,
             "memory_bytes_per_sequence": memory_bytes,
         });
+        let mut value = value;
+        if let Some(batch) = estimate {
+            let (e, setup) = training_memory(path, &model, batch)?;
+            value["training_memory"] = serde_json::json!({ "setup": setup, "bytes": e, "gib": gib_table(&e) });
+        }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("config            {}", path.display());
@@ -43,6 +51,70 @@ pub fn run(path: &Path, json: bool) -> Result<()> {
             memory_floats,
             memory_bytes as f64 / (1024.0 * 1024.0)
         );
+        if let Some(batch) = estimate {
+            let (e, setup) = training_memory(path, &model, batch)?;
+            let g = |b: u64| b as f64 / GIB;
+            println!("training memory   {setup}");
+            println!("  weights         {:>8.2} GiB", g(e.weights));
+            println!("  gradients       {:>8.2} GiB", g(e.gradients));
+            println!("  optimizer       {:>8.2} GiB", g(e.optimizer));
+            println!("  activations     {:>8.2} GiB per backprop window ({:.2} GiB with train.checkpointing)", g(e.activations), g(e.activations_checkpointed));
+            println!("  memory state    {:>8.2} GiB (every segment of a window)", g(e.memory_state));
+            println!("  head logits     {:>8.2} GiB (one segment at a time)", g(e.head));
+            let (now, other) = if e.checkpointing { (e.total_checkpointed, e.total) } else { (e.total, e.total_checkpointed) };
+            println!(
+                "  peak            {:>8.2} GiB as configured ({:.2} GiB with checkpointing {})",
+                g(now),
+                g(other),
+                if e.checkpointing { "off" } else { "on" }
+            );
+            for (gpu, gib) in [("80 GB", 80e9 / GIB), ("141 GB", 141e9 / GIB)] {
+                let verdict = |t: u64| if g(t) <= gib * 0.9 { "fits" } else { "does not fit" };
+                println!("  a {gpu} GPU: {} as configured, {} with checkpointing", verdict(now), verdict(e.total_checkpointed));
+            }
+        }
     }
     Ok(())
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn gib_table(e: &MemoryEstimate) -> serde_json::Value {
+    let g = |b: u64| (b as f64 / GIB * 1000.0).round() / 1000.0;
+    serde_json::json!({
+        "weights": g(e.weights), "gradients": g(e.gradients), "optimizer": g(e.optimizer),
+        "activations": g(e.activations), "activations_checkpointed": g(e.activations_checkpointed),
+        "memory_state": g(e.memory_state), "head": g(e.head), "total": g(e.total), "total_checkpointed": g(e.total_checkpointed),
+    })
+}
+
+/// The estimate for the config's [data] and [train] tables (their defaults where absent).
+fn training_memory(path: &Path, model: &ModelConfig, batch: Option<usize>) -> Result<(MemoryEstimate, String)> {
+    let table = toml_file::read::<toml::Table>(path).map_err(|e| anyhow!(e))?;
+    let get = |section: &str, key: &str| table.get(section).and_then(|t| t.get(key)).cloned();
+    let int = |section: &str, key: &str, default: usize| -> Result<usize> {
+        match get(section, key) {
+            None => Ok(default),
+            Some(v) => v.as_integer().filter(|&i| i >= 0).map(|i| i as usize).ok_or_else(|| anyhow!("{}: {section}.{key} must be a whole number", path.display())),
+        }
+    };
+    let batch = match batch {
+        Some(b) => b,
+        None => int("data", "batch_size", 4)?,
+    };
+    let seq_len = int("data", "seq_len", 2048)?;
+    let window = int("train", "tbptt_segments", 0)?;
+    let optimizer = match get("train", "optimizer").as_ref().and_then(|v| v.as_str()) {
+        None | Some("adamw") => OptimizerKind::Adamw,
+        Some("adafactor") => OptimizerKind::Adafactor,
+        Some(other) => return Err(anyhow!("{}: train.optimizer {other:?} is not adamw or adafactor", path.display())),
+    };
+    let checkpointing = get("train", "checkpointing").and_then(|v| v.as_bool()).unwrap_or(false);
+    let e = estimate(model, batch, seq_len, window, optimizer, checkpointing);
+    let segments = seq_len / model.segment_len;
+    let window = if window == 0 { segments } else { window.min(segments) };
+    let setup = format!(
+        "batch {batch} × {seq_len} tokens ({segments} segments, backprop windows of {window}), {optimizer:?}, f32 (an estimate; bf16 keeps some activations in half the size)"
+    );
+    Ok((e, setup))
 }

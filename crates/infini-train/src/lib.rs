@@ -6,6 +6,7 @@ pub mod optim;
 pub mod eval;
 pub mod loss;
 pub mod checkpoint;
+pub mod memory_estimate;
 pub mod hf;
 pub mod backend;
 pub mod trainer;

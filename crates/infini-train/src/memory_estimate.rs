@@ -1,0 +1,95 @@
+//! Peak training memory of a run config, estimated from its shapes without building anything:
+//! weights, gradients, optimizer state, the activations a backprop window keeps for the
+//! backward pass (with and without `train.checkpointing`), the compressive memory, and the
+//! output head's logits. The activation count follows what this implementation keeps per token
+//! and layer (listed in [`activation_floats_per_token_layer`]); `infini model-info
+//! --estimate-memory` prints it, and docs/results.md compares it with measured peak RSS.
+
+use infini_model::ModelConfig;
+use serde::Serialize;
+
+use crate::config::OptimizerKind;
+
+/// What a training step holds at its peak, in bytes.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryEstimate {
+    /// Parameters (f32).
+    pub weights: u64,
+    /// Their gradients (f32), plus the dense `[vocab, d]` gradients of the embedding and head.
+    pub gradients: u64,
+    /// Optimizer state: AdamW's two moments, or Adafactor's factored second moment.
+    pub optimizer: u64,
+    /// Activations kept for the backward pass of one backprop window.
+    pub activations: u64,
+    /// The same with `train.checkpointing`: one segment's, plus the window's saved memories.
+    pub activations_checkpointed: u64,
+    /// The compressive memory (or XL cache) of every segment of a window (the graph keeps each).
+    pub memory_state: u64,
+    /// The output head's logits and their gradient for one segment (computed and freed per segment).
+    pub head: u64,
+    /// Sum without checkpointing.
+    pub total: u64,
+    /// Sum with checkpointing.
+    pub total_checkpointed: u64,
+    /// Whether the config has checkpointing on (then `total_checkpointed` applies).
+    pub checkpointing: bool,
+}
+
+/// f32 values kept per token and layer for the backward pass:
+/// - 2 RMS norms: input and normalised input, 2·d each;
+/// - projections: Q (H·d_k), K and V (kv·d_k each), Q and K after RoPE;
+/// - local attention: the softmax probabilities and two more score-sized terms of the fused
+///   causal softmax, 3·H·N (the largest term for long segments);
+/// - memory: σ(Q), σ(K) and their derivatives, the read's numerator and the mixed output
+///   (about 2·(H + kv)·d_k + 4·H·d_k);
+/// - SwiGLU: the two up projections, SiLU's value and derivative, the product: 5·F, plus the
+///   normalised input shared by both (counted above).
+pub fn activation_floats_per_token_layer(m: &ModelConfig) -> u64 {
+    let (d, h, kv, dk, f, n) = (m.d_model, m.n_heads, m.kv_heads(), m.head_dim(), m.ffn_hidden, m.segment_len);
+    let norms = 4 * d;
+    let projections = 2 * h * dk + 3 * kv * dk;
+    let attention = 3 * h * n;
+    let memory = if m.memory.has_memory() { 2 * (h + kv) * dk + 4 * h * dk } else { 2 * h * dk };
+    let ffn = 5 * f;
+    (norms + projections + attention + memory + ffn) as u64
+}
+
+/// The estimate for a model, `batch` streams, examples of `seq_len` tokens, backprop windows of
+/// `window` segments (0 = all), `optimizer`, with `checkpointing` as configured.
+pub fn estimate(m: &ModelConfig, batch: usize, seq_len: usize, window: usize, optimizer: OptimizerKind, checkpointing: bool) -> MemoryEstimate {
+    let f32s = 4u64;
+    let params = m.num_params() as u64;
+    let segments = (seq_len / m.segment_len).max(1);
+    let window = if window == 0 { segments } else { window.min(segments) };
+    let (v, d) = (m.vocab_size as u64, m.d_model as u64);
+    let weights = params * f32s;
+    // The hand-computed embedding and head gradients are dense [vocab, d] sums.
+    let gradients = (params + v * d * if m.tie_embeddings { 1 } else { 2 }) * f32s;
+    let optimizer = match optimizer {
+        OptimizerKind::Adamw => 2 * params * f32s,
+        // Factored second moments: rows + columns per matrix; about the weights / d in all.
+        OptimizerKind::Adafactor => (params / d.max(1) * 2 + params / 64) * f32s,
+    };
+    let tokens_per_segment = (batch * m.segment_len) as u64;
+    let per_segment = activation_floats_per_token_layer(m) * tokens_per_segment * m.n_layers as u64 * f32s
+        + tokens_per_segment * d * 2 * f32s; // the embedded inputs and the final hidden states
+    let memory_per_segment = (m.memory_floats() * batch) as u64 * f32s;
+    let memory_state = memory_per_segment * window as u64;
+    let activations = per_segment * window as u64;
+    let activations_checkpointed = per_segment + memory_state;
+    // Logits, and their gradient built in place then copied into a tensor.
+    let head = 2 * tokens_per_segment * v * f32s;
+    let base = weights + gradients + optimizer + head;
+    MemoryEstimate {
+        weights,
+        gradients,
+        optimizer,
+        activations,
+        activations_checkpointed,
+        memory_state,
+        head,
+        total: base + activations + memory_state,
+        total_checkpointed: base + activations_checkpointed,
+        checkpointing,
+    }
+}
