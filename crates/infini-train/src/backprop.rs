@@ -120,20 +120,59 @@ fn embedded_leaf(model: &InfiniLm, segment: &SegmentBatch, device: &Device) -> T
     model.embed(inputs).detach().require_grad()
 }
 
+/// Largest logits (f32 bytes) of one head computation over a group of segments.
+const HEAD_GROUP_BYTES: usize = 128 << 20;
+
+/// The targets and mask of consecutive segments as one `[B, k·N]` batch (row-major per stream,
+/// the layout of their hidden states concatenated along time); inputs and resets are not needed.
+fn merge_segments(segments: &[SegmentBatch]) -> SegmentBatch {
+    let (b, n) = (segments[0].batch, segments[0].segment_len);
+    if segments.len() == 1 {
+        return segments[0].clone();
+    }
+    let mut merged = SegmentBatch {
+        batch: b,
+        segment_len: n * segments.len(),
+        inputs: Vec::new(),
+        targets: Vec::with_capacity(b * n * segments.len()),
+        mask: Vec::with_capacity(b * n * segments.len()),
+        reset: vec![false; b],
+        docs: vec![None; b],
+    };
+    for stream in 0..b {
+        for s in segments {
+            merged.targets.extend_from_slice(&s.targets[stream * n..(stream + 1) * n]);
+            merged.mask.extend_from_slice(&s.mask[stream * n..(stream + 1) * n]);
+        }
+    }
+    merged
+}
+
 /// One window, one graph: all its segments forward, then one backward pass.
 fn backprop_window(model: &InfiniLm, chunk: &[SegmentBatch], mut memory: MemoryState, scale: f64, device: &Device, grads: &mut StepGrads) -> (f64, MemoryState) {
     let mut terms: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
     let mut nll: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
     let mut embedded: Vec<Tensor<3>> = Vec::with_capacity(chunk.len());
+    let mut hiddens: Vec<Tensor<3>> = Vec::with_capacity(chunk.len());
     for segment in chunk {
         let x = embedded_leaf(model, segment, device);
         let (hidden, next) = segment_forward(model, segment, x.clone(), memory);
         memory = next;
-        let head = time(Phase::Head, || head_grad(model, hidden, segment, scale, device));
+        hiddens.push(hidden);
+        embedded.push(x);
+    }
+    // The head over several segments at once: its three matrix products then have more rows
+    // (faster per token), while the logits of a group stay within HEAD_GROUP_BYTES.
+    let per_segment = chunk[0].batch * chunk[0].segment_len * model.head_weight().dims()[1] * 4;
+    let group = (HEAD_GROUP_BYTES / per_segment.max(1)).clamp(1, chunk.len());
+    let mut hiddens = hiddens.into_iter();
+    for segments in chunk.chunks(group) {
+        let hidden = Tensor::cat(hiddens.by_ref().take(segments.len()).collect(), 1);
+        let merged = merge_segments(segments);
+        let head = time(Phase::Head, || head_grad(model, hidden, &merged, scale, device));
         terms.push(head.hidden_term);
         nll.push(head.nll_sum);
         add_into(&mut grads.head, head.grad_weight);
-        embedded.push(x);
     }
     let total = Tensor::cat(nll, 0).sum().into_scalar::<f64>() * scale;
     time(Phase::Backward, || {

@@ -9,7 +9,7 @@ use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, MemoryState, MemoryKind, ModelConfig};
 use infini_train::loss::segment_nll;
 use infini_train::optim::gradient_values;
-use infini_train::backprop::{StepGrads, backprop_example};
+use infini_train::backprop::{StepGrads, Window, backprop_example};
 
 fn example(batch: usize, n: usize, segments: usize, vocab: u32) -> Vec<SegmentBatch> {
     let mut state = 12345u64;
@@ -57,24 +57,26 @@ fn check(tie_embeddings: bool, memory: MemoryKind) {
     let example = example(2, 8, 4, 97);
     let scale = 1.0 / 50.0;
     let (expected_loss, expected) = reference(&model, &example, &config, 2, scale, &device);
-    let mut acc = StepGrads::new();
-    let memory0 = MemoryState::empty(&config, 2, &device);
-    let (loss, _) = backprop_example(&model, &example, memory0, 2, scale, &device, &mut acc);
-    assert!((loss - expected_loss).abs() < 1e-5 * expected_loss.abs(), "loss {loss} vs {expected_loss}");
-    let (ours, theirs) = (gradient_values(&model, &acc.grads(&model)), gradient_values(&model, &expected));
-    assert_eq!(ours.len(), theirs.len());
-    let mut compared = 0;
-    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        let (Some(a), Some(b)) = (a, b) else {
-            assert_eq!(a.is_some(), b.is_some(), "parameter {i}: gradient present in only one");
-            continue;
-        };
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-        let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(worst <= 1e-4 * scale, "parameter {i} (tied {tie_embeddings}, {memory:?}): gradients differ by {worst} (largest {scale})");
-        compared += 1;
+    for recompute in [false, true] {
+        let mut acc = StepGrads::new();
+        let memory0 = MemoryState::empty(&config, 2, &device);
+        let (loss, _) = backprop_example(&model, &example, memory0, Window { segments: 2, recompute }, scale, &device, &mut acc);
+        assert!((loss - expected_loss).abs() < 1e-5 * expected_loss.abs(), "loss {loss} vs {expected_loss}");
+        let (ours, theirs) = (gradient_values(&model, &acc.grads(&model)), gradient_values(&model, &expected));
+        assert_eq!(ours.len(), theirs.len());
+        let mut compared = 0;
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            let (Some(a), Some(b)) = (a, b) else {
+                assert_eq!(a.is_some(), b.is_some(), "parameter {i}: gradient present in only one");
+                continue;
+            };
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(worst <= 1e-4 * scale, "parameter {i} (tied {tie_embeddings}, {memory:?}, recompute {recompute}): gradients differ by {worst} (largest {scale})");
+            compared += 1;
+        }
+        assert!(compared > 10, "only {compared} gradients compared");
     }
-    assert!(compared > 10, "only {compared} gradients compared");
 }
 
 #[test]

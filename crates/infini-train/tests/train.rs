@@ -10,7 +10,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, MemoryState, MemoryKind};
-use infini_train::backprop::{StepGrads, backprop_example};
+use infini_train::backprop::{StepGrads, Window, backprop_example};
 use infini_train::{RunConfig, RunOptions, Start, train};
 
 /// Burn's device RNG (initialisation, dropout) is global to the process, so runs that must be
@@ -144,7 +144,7 @@ fn embedding_grad_of_first_segment_token(window: usize) -> f64 {
     let example = [segment(5, 8, 0.0, true), segment(9, 8, 1.0, false)];
     let mut acc = StepGrads::new();
     let memory = MemoryState::empty(&config, 1, &device);
-    backprop_example(&model, &example, memory, window, 1.0 / 8.0, &device, &mut acc);
+    backprop_example(&model, &example, memory, Window { segments: window, recompute: false }, 1.0 / 8.0, &device, &mut acc);
     let grads = acc.grads(&model);
     let g = grads.get::<2>(model.embedding.weight.id).expect("embedding gradient");
     g.slice([5..6, 0..config.d_model]).abs().sum().into_scalar::<f64>()
