@@ -83,7 +83,8 @@ pub struct Window {
 /// Truncated backprop over one example: runs its segments in order, threading the memory, and
 /// every `window.segments` segments backpropagates `scale ×` the summed NLL of the window
 /// (through the memory written inside the window), adds the gradients to `grads`, then detaches
-/// the memory. Returns the example's scaled loss and its final (detached) memory.
+/// the memory. Returns the example's scaled loss (a scalar tensor, left on the device: the
+/// caller reads it once per step) and its final (detached) memory.
 ///
 /// The output head's loss and gradient are computed directly ([`head_grad`]) and enter autodiff
 /// through a surrogate term whose gradient with respect to the hidden states is exactly that of
@@ -96,18 +97,18 @@ pub fn backprop_example(
     scale: f64,
     device: &Device,
     grads: &mut StepGrads,
-) -> (f64, MemoryState) {
-    let mut total = 0.0;
+) -> (Tensor<1>, MemoryState) {
+    let mut losses = Vec::new();
     for chunk in example.chunks(window.segments.max(1)) {
         let (loss, next) = if window.recompute {
             backprop_window_recomputed(model, chunk, memory, scale, device, grads)
         } else {
             backprop_window(model, chunk, memory, scale, device, grads)
         };
-        total += loss;
+        losses.push(loss);
         memory = next.detach();
     }
-    (total, memory)
+    (Tensor::cat(losses, 0).sum(), memory)
 }
 
 /// One segment forward from the embedded inputs `x`.
@@ -149,7 +150,7 @@ fn merge_segments(segments: &[SegmentBatch]) -> SegmentBatch {
 }
 
 /// One window, one graph: all its segments forward, then one backward pass.
-fn backprop_window(model: &InfiniLm, chunk: &[SegmentBatch], mut memory: MemoryState, scale: f64, device: &Device, grads: &mut StepGrads) -> (f64, MemoryState) {
+fn backprop_window(model: &InfiniLm, chunk: &[SegmentBatch], mut memory: MemoryState, scale: f64, device: &Device, grads: &mut StepGrads) -> (Tensor<1>, MemoryState) {
     let mut terms: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
     let mut nll: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
     let mut embedded: Vec<Tensor<3>> = Vec::with_capacity(chunk.len());
@@ -174,7 +175,7 @@ fn backprop_window(model: &InfiniLm, chunk: &[SegmentBatch], mut memory: MemoryS
         nll.push(head.nll_sum);
         add_into(&mut grads.head, head.grad_weight);
     }
-    let total = Tensor::cat(nll, 0).sum().into_scalar::<f64>() * scale;
+    let total = Tensor::cat(nll, 0).sum().mul_scalar(scale);
     time(Phase::Backward, || {
         let backward = Tensor::cat(terms, 0).sum().backward();
         for (x, segment) in embedded.iter().zip(chunk) {
@@ -202,7 +203,7 @@ fn backprop_window_recomputed(
     scale: f64,
     device: &Device,
     grads: &mut StepGrads,
-) -> (f64, MemoryState) {
+) -> (Tensor<1>, MemoryState) {
     // The forward pass without autodiff (a graph built on the autodiff device would be kept
     // until the next backward pass, which is what this saves).
     let plain = model.valid();
@@ -215,7 +216,7 @@ fn backprop_window_recomputed(
     }
     let to_autodiff = |m: MemoryState| m.map_tensors(Tensor::autodiff, Tensor::autodiff);
     let last = to_autodiff(incoming.pop().expect("the window's final memory"));
-    let mut total = 0.0;
+    let mut nll = Vec::with_capacity(chunk.len());
     // Per layer, ∂loss/∂(M, z) of the memory leaving the current segment (None: no later segment).
     let mut later: Option<Vec<Option<(Tensor<4>, Tensor<3>)>>> = None;
     for (s, segment) in chunk.iter().enumerate().rev() {
@@ -239,7 +240,7 @@ fn backprop_window_recomputed(
         let x = embedded_leaf(model, segment, device);
         let (hidden, out) = segment_forward(model, segment, x.clone(), start);
         let head = time(Phase::Head, || head_grad(model, hidden, segment, scale, device));
-        total += head.nll_sum.into_scalar::<f64>() * scale;
+        nll.push(head.nll_sum);
         add_into(&mut grads.head, head.grad_weight);
         let mut term = head.hidden_term;
         if let Some(later) = &later {
@@ -258,10 +259,12 @@ fn backprop_window_recomputed(
                 leaves
                     .iter()
                     .map(|leaf| {
+                        // Gradients stay on the device; without autodiff they enter the next
+                        // segment's term as constants.
                         leaf.as_ref().map(|(m, z)| {
-                            let constant = |g: Option<Tensor<4>>, like: &Tensor<4>| g.map_or_else(|| like.zeros_like(), |g| Tensor::from_data(g.into_data(), device));
-                            let gz = z.grad(&backward).map_or_else(|| z.zeros_like(), |g| Tensor::from_data(g.into_data(), device));
-                            (constant(m.grad(&backward), m), gz)
+                            let gm = m.grad(&backward).unwrap_or_else(|| m.zeros_like().without_autodiff());
+                            let gz = z.grad(&backward).unwrap_or_else(|| z.zeros_like().without_autodiff());
+                            (gm, gz)
                         })
                     })
                     .collect(),
@@ -269,22 +272,23 @@ fn backprop_window_recomputed(
             grads.autodiff.accumulate(model, GradientsParams::from_grads(backward, model));
         });
     }
-    (total, last)
+    (Tensor::cat(nll, 0).sum().mul_scalar(scale), last)
 }
 
 /// Frobenius norm of M per sequence (each stream's [heads, d_k, d_v] block), averaged over the
 /// streams and the layers with a compressive memory.
-pub(crate) fn mean_memory_norm(memory: &MemoryState) -> Option<f64> {
-    let norms: Vec<f64> = memory
+pub(crate) fn mean_memory_norm(memory: &MemoryState) -> Option<Tensor<1>> {
+    let norms: Vec<Tensor<1>> = memory
         .layers
         .iter()
         .filter_map(|l| l.compressive())
         .map(|l| {
             let b = l.m.dims()[0] as i32;
-            l.m.clone().reshape([b, -1]).powi_scalar(2).sum_dim(1).sqrt().mean().into_scalar::<f64>()
+            l.m.clone().reshape([b, -1]).powi_scalar(2).sum_dim(1).sqrt().mean()
         })
         .collect();
-    (!norms.is_empty()).then(|| norms.iter().sum::<f64>() / norms.len() as f64)
+    // Left on the device: the trainer reads it with the step's loss.
+    (!norms.is_empty()).then(|| Tensor::cat(norms, 0).mean())
 }
 
 /// Whether every value of a memory state is finite.
@@ -312,7 +316,7 @@ mod tests {
         // Each sequence's M is all 2s over 2·3·4 = 24 entries: Frobenius norm 2·√24.
         let want = 2.0 * 24f64.sqrt();
         for batch in [1, 4, 9] {
-            let got = mean_memory_norm(&state(batch, 2.0)).unwrap();
+            let got = mean_memory_norm(&state(batch, 2.0)).unwrap().into_scalar::<f64>();
             assert!((got - want).abs() < 1e-5 * want, "batch {batch}: {got} vs {want}");
         }
     }

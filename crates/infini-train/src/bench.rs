@@ -10,7 +10,7 @@ use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, MemoryState, ModelConfig};
 
 use crate::config::RunConfig;
-use crate::optim::{build, clip_global_norm, learning_rate};
+use crate::optim::{build, clip_global_norm_reading, learning_rate};
 use crate::backprop::{StepGrads, backprop_example};
 
 /// How the model FLOPs of a training token are counted (forward + backward = 3 × forward).
@@ -97,11 +97,13 @@ pub fn train_steps(
         let mut accumulator = StepGrads::new();
         let memory = MemoryState::empty(&config.model, config.data.batch_size, &device);
         let (loss, _) = backprop_example(&model, &example, memory, window, 1.0 / targets as f64, &device, &mut accumulator);
+        let mut loss_value = f64::NAN;
         model = crate::phases::time(crate::phases::Phase::Optimizer, || {
             let mut grads = accumulator.grads(&model);
-            clip_global_norm(&model, &mut grads, config.train.grad_clip);
+            loss_value = clip_global_norm_reading(&model, &mut grads, config.train.grad_clip, &[loss]).1[0];
             optimizer.step(learning_rate(&config.train, step as u64), model, grads)
         });
+        let loss = loss_value;
         // The step is done when the updated weights exist (GPU backends run asynchronously).
         device.sync().map_err(|e| format!("the device failed: {e:?}"))?;
         let seconds = start.elapsed().as_secs_f64();

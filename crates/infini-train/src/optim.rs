@@ -200,21 +200,29 @@ pub fn gradient_values<M: Module>(model: &M, grads: &GradientsParams) -> Vec<Opt
 /// gradient is scaled by `max_norm / norm`. Returns the norm before clipping (NaN/inf when a
 /// gradient is not finite, in which case nothing is scaled).
 pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    clip_global_norm_reading(model, grads, max_norm, &[]).0
+}
+
+/// [`clip_global_norm`], reading the values of `also` (one scalar each, still on the device)
+/// back in the same transfer as the norm: one device round trip for the whole step.
+pub fn clip_global_norm_reading<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64, also: &[Tensor<1>]) -> (f64, Vec<f64>) {
     let mut ids = ParamIds(Vec::new());
     model.visit(&mut ids);
     let squares: Vec<Tensor<1>> = ids.0.iter().filter_map(|&(id, rank)| by_rank!(rank, sum_squares(grads, id))).collect();
-    if squares.is_empty() {
-        return 0.0;
-    }
-    let total: f64 = Tensor::cat(squares, 0).sum().into_scalar::<f64>();
-    let norm = total.sqrt();
+    let device = also.first().map(|t| t.device()).or_else(|| squares.first().map(|t| t.device()));
+    let Some(device) = device else { return (0.0, Vec::new()) };
+    let total = if squares.is_empty() { Tensor::<1>::zeros([1], &device) } else { Tensor::cat(squares, 0).sum() };
+    let mut read = vec![total];
+    read.extend(also.iter().cloned());
+    let values: Vec<f64> = Tensor::cat(read, 0).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 values");
+    let norm = values[0].sqrt();
     if max_norm > 0.0 && norm.is_finite() && norm > max_norm {
         let factor = max_norm / (norm + 1e-6);
         for &(id, rank) in &ids.0 {
             by_rank!(rank, scale(grads, id, factor));
         }
     }
-    norm
+    (norm, values[1..].to_vec())
 }
 
 #[cfg(test)]

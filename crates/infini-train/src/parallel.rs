@@ -2,11 +2,11 @@
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, MemoryState, ModelConfig};
 
-use crate::backprop::{StepGrads, backprop_example, mean_memory_norm};
+use crate::backprop::{StepGrads, backprop_example};
 use crate::optim::sum_device_grads;
 
 /// Data parallelism: each device (the main one and the replicas) takes an equal share of the
@@ -24,24 +24,24 @@ pub(crate) fn data_parallel(
     examples: &[Vec<SegmentBatch>],
     window: crate::backprop::Window,
     scale: f64,
-) -> (f64, Option<f64>, GradientsParams) {
+) -> (Tensor<1>, Option<MemoryState>, GradientsParams) {
     let devices: Vec<Device> = std::iter::once(main.clone()).chain(replicas.iter().cloned()).collect();
     let per = batch_size / devices.len();
     let work = |i: usize, device: &Device, model: InfiniLm| {
         let mut accumulator = StepGrads::new();
-        let (mut loss, mut norm) = (0.0, None);
+        let (mut losses, mut last) = (Vec::new(), None);
         for example in examples {
             let share: Vec<SegmentBatch> = example.iter().map(|seg| seg.streams(i * per..(i + 1) * per)).collect();
             let memory = MemoryState::empty(config, per, device);
             let (l, memory) = backprop_example(&model, &share, memory, window, scale, device, &mut accumulator);
-            loss += l;
-            norm = mean_memory_norm(&memory);
+            losses.push(l);
+            last = Some(memory);
         }
-        (loss, norm, accumulator.grads(&model), device.clone())
+        (Tensor::cat(losses, 0).sum(), last, accumulator.grads(&model), device.clone())
     };
     let replica = |i: usize, device: &Device| if i == 0 { model.clone() } else { model.clone().fork(device) };
     let distinct = devices.iter().enumerate().all(|(i, a)| devices[..i].iter().all(|b| a != b));
-    let results: Vec<(f64, Option<f64>, GradientsParams, Device)> = if distinct {
+    let results: Vec<(Tensor<1>, Option<MemoryState>, GradientsParams, Device)> = if distinct {
         std::thread::scope(|scope| {
             let handles: Vec<_> = devices
                 .iter()
@@ -56,9 +56,10 @@ pub(crate) fn data_parallel(
     } else {
         devices.iter().enumerate().map(|(i, device)| work(i, device, replica(i, device))).collect()
     };
-    let loss = results.iter().map(|r| r.0).sum();
-    let memory_norm = results[0].1;
+    // Each replica's loss moves to the main device, still unread.
+    let loss = Tensor::cat(results.iter().map(|r| r.0.clone().to_device(main)).collect(), 0).sum();
+    let memory = results[0].1.clone();
     let grads = results.into_iter().map(|(_, _, g, d)| (g, d)).collect();
-    (loss, memory_norm, sum_device_grads(model, grads, main))
+    (loss, memory, sum_device_grads(model, grads, main))
 }
 

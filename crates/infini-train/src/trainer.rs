@@ -16,7 +16,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use infini_data::progress::{Progress, human_duration};
 use infini_data::{PreparedData, SegmentBatch, SegmentStream, Split, SplitData};
 use infini_model::{InfiniLm, MemoryState};
@@ -27,7 +27,7 @@ use crate::config::{LossOn, RunConfig};
 use crate::run_lock::RunLock;
 use crate::eval::{EvalOptions, EvalResult, evaluate};
 use crate::backprop::{StepGrads, backprop_example, mean_memory_norm, memory_is_finite};
-use crate::optim::{build, clip_global_norm, learning_rate};
+use crate::optim::{build, clip_global_norm_reading, learning_rate};
 use crate::parallel::data_parallel;
 
 /// Set by Ctrl-C: the loop saves a checkpoint and stops after the current step.
@@ -87,6 +87,8 @@ struct Trainer {
     metrics: fs::File,
     last_checkpoint: Option<PathBuf>,
     replicas: Vec<Device>,
+    /// Mean sigmoid(β) per layer, read with the last step's loss (for metrics.jsonl).
+    last_gates: Vec<f64>,
     /// The run folder's lock, held while training (set once set-up succeeded).
     _lock: Option<RunLock>,
 }
@@ -261,7 +263,7 @@ impl Trainer {
                 return Err("data.streaming = true is not supported with several devices yet; use one device".into());
             }
         }
-        Ok(Self { config, run_dir, device, model, optimizer, stream, validation, state, carried, metrics, last_checkpoint: None, replicas, _lock: None })
+        Ok(Self { config, run_dir, device, model, optimizer, stream, validation, state, carried, metrics, last_checkpoint: None, replicas, last_gates: Vec::new(), _lock: None })
     }
 
     fn log(&mut self, record: serde_json::Value) -> Result<(), String> {
@@ -289,10 +291,11 @@ impl Trainer {
         }
 
         let carried_before = self.carried.clone();
-        let (loss_total, memory_norm, mut grads) = if self.replicas.is_empty() {
+        // The step reads the device back once: the loss together with the gradient norm.
+        let (loss, memory, mut grads) = if self.replicas.is_empty() {
             let mut accumulator = StepGrads::new();
-            let mut loss_total = 0.0;
-            let mut memory_norm = None;
+            let mut losses = Vec::new();
+            let mut last = None;
             for example in &examples {
                 let b = example[0].batch;
                 let memory = match (self.config.data.streaming, self.carried.take()) {
@@ -300,18 +303,28 @@ impl Trainer {
                     _ => MemoryState::empty(&self.config.model, b, &self.device),
                 };
                 let (loss, memory) = backprop_example(&self.model, example, memory, window, scale, &self.device, &mut accumulator);
-                loss_total += loss;
-                memory_norm = mean_memory_norm(&memory);
+                losses.push(loss);
                 if self.config.data.streaming {
-                    self.carried = Some(memory);
+                    self.carried = Some(memory.clone());
                 }
+                last = Some(memory);
             }
-            (loss_total, memory_norm, accumulator.grads(&self.model))
+            (Tensor::cat(losses, 0).sum(), last, accumulator.grads(&self.model))
         } else {
             let (model, config) = (&self.model, &self.config);
             data_parallel(model, &config.model, &self.device, &self.replicas, config.data.batch_size, &examples, window, scale)
         };
-        let norm = clip_global_norm(&self.model, &mut grads, self.config.train.grad_clip);
+        // The one read of the step: loss, gradient norm (both needed before the update, to skip
+        // a non-finite step), the memory norm and the gates (for metrics.jsonl).
+        let memory_norm = memory.as_ref().and_then(mean_memory_norm);
+        let gates = self.gate_means();
+        let mut also = vec![loss];
+        also.extend(memory_norm.clone());
+        also.extend(gates.clone());
+        let (norm, read) = clip_global_norm_reading(&self.model, &mut grads, self.config.train.grad_clip, &also);
+        let loss_total = read[0];
+        let memory_norm = memory_norm.map(|_| read[1]);
+        self.last_gates = read[read.len() - gates.len()..].to_vec();
         let ok = loss_total.is_finite() && norm.is_finite();
         if ok {
             let lr = learning_rate(&self.config.train, self.state.step);
@@ -328,13 +341,9 @@ impl Trainer {
         (loss_total, norm, targets as u64, memory_norm, ok)
     }
 
-    /// Mean sigmoid(β) per layer.
-    fn gate_means(&self) -> Vec<f64> {
-        self.model
-            .blocks
-            .iter()
-            .filter_map(|b| b.attn.beta.as_ref().map(|beta| sigmoid(beta.val()).mean().into_scalar::<f64>()))
-            .collect()
+    /// Mean sigmoid(β) per layer, as one-value tensors still on the device.
+    fn gate_means(&self) -> Vec<Tensor<1>> {
+        self.model.blocks.iter().filter_map(|b| b.attn.beta.as_ref().map(|beta| sigmoid(beta.val()).mean())).collect()
     }
 
     /// Evaluates on the validation split and logs it (not to be confused with `RunConfig::validate`,
@@ -447,7 +456,7 @@ pub fn train(config: RunConfig, start: Start, options: RunOptions) -> Result<Sum
             }
         }
         summary.losses.push(loss);
-        let gates = t.gate_means();
+        let gates = t.last_gates.clone();
         let record = json!({
             "kind": "train", "step": t.state.step, "tokens": t.state.tokens, "loss": loss, "lr": lr,
             "grad_norm": grad_norm, "tokens_per_s": tokens_per_s, "skipped": !ok,

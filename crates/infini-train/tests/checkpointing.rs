@@ -34,6 +34,7 @@ fn grads(model: &InfiniLm, config: &ModelConfig, ex: &[SegmentBatch], window: Wi
     let mut acc = StepGrads::new();
     let memory = MemoryState::empty(config, ex[0].batch, device);
     let (loss, _) = backprop_example(model, ex, memory, window, 0.01, device, &mut acc);
+    let loss = loss.into_scalar::<f64>();
     let g = acc.grads(model);
     let mut out = Vec::new();
     let two = |t: Option<Tensor<2>>| t.expect("gradient").into_data().try_into_vec::<f32>().unwrap();
