@@ -134,6 +134,9 @@ pub struct PasskeyCell {
     /// Mean fraction of the key's digits answered right at their position (partial recall;
     /// chance is 0.1).
     pub digit_accuracy: f64,
+    /// The same per position in the key (first digit first): a first digit found and later
+    /// ones not means the memory is read but not in order.
+    pub digit_accuracy_by_position: Vec<f64>,
 }
 
 /// The first run of digits in `text`.
@@ -158,6 +161,7 @@ pub fn passkey_cell(
     let mut rng = Rng(seed ^ (length as u64).wrapping_mul(31) ^ depth.to_bits());
     let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
     let (mut correct, mut digits) = (0, 0.0);
+    let mut by_position = vec![0.0; 5];
     for _ in 0..trials {
         // Held-out keys only: synthetic training data never uses them.
         let key = rng.key(5, true);
@@ -169,9 +173,13 @@ pub fn passkey_cell(
             correct += 1;
         }
         digits += key.chars().zip(said.chars()).filter(|(a, b)| a == b).count() as f64 / key.len() as f64;
+        for (i, (a, b)) in key.chars().zip(said.chars()).enumerate() {
+            by_position[i] += f64::from(u8::from(a == b));
+        }
     }
     let n = trials.max(1) as f64;
-    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / n, digit_accuracy: digits / n }
+    let digit_accuracy_by_position = by_position.iter().map(|c| c / n).collect();
+    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / n, digit_accuracy: digits / n, digit_accuracy_by_position }
 }
 
 /// Parses `2K,8K,1M,500` (K = 1024, M = 1024²) into token counts.
