@@ -130,6 +130,11 @@ fn bad_inputs_fail_cleanly_and_change_nothing() {
         (vec!["tokenizer", "train", "--dataset", "corpus", "--out", "afile/tok.json"], "afile"),
         (vec!["generate", "--checkpoint", "run", "--prompt-file", "none.txt"], "none.txt"),
         (vec!["passkey", "--checkpoint", "run", "--lengths", "2Q"], "2Q"),
+        (vec!["import", "--from", "nowhere", "--out", "imported"], "nowhere"),
+        (vec!["import", "--from", "corpus", "--out", "imported"], "config.json"),
+        (vec!["import", "--from", "corpus", "--out", "imported", "--memory", "lstm"], "--memory lstm"),
+        (vec!["export", "--checkpoint", "corrupt", "--out", "exported"], "model.bpk"),
+        (vec!["export", "--checkpoint", "run", "--out", "corpus"], "already exists"),
     ];
     assert!(cases.len() >= 20);
     for (args, needle) in &cases {

@@ -268,18 +268,22 @@ pub fn import(from: &Path, out: &Path, options: &ImportOptions) -> Result<Import
     if out.exists() {
         return Err(format!("{} already exists; choose another --out or delete it", out.display()));
     }
+    // The cheap checks first (the folder, its config, its tokenizer), then the weights.
+    if !from.is_dir() {
+        return Err(format!("{} is not a folder (expected config.json, model.safetensors, tokenizer.json)", from.display()));
+    }
+    let vocab_size = llama_config(&read_json(&from.join("config.json"))?, options)?.vocab_size;
     let tokenizer_path = from.join("tokenizer.json");
     let tokenizer = infini_data::Tokenizer::load(&tokenizer_path).map_err(|e| e.to_string())?;
-    let device = Device::flex();
-    let (model, imported) = load_pretrained(from, options, &device)?;
-    if tokenizer.vocab_size() != imported.config.vocab_size {
+    if tokenizer.vocab_size() != vocab_size {
         return Err(format!(
-            "{} has {} token ids but the model's embedding has {} rows (vocab_size); a model needs its own tokenizer",
+            "{} has {} token ids but the model's embedding has {vocab_size} rows (vocab_size); a model needs its own tokenizer",
             tokenizer_path.display(),
             tokenizer.vocab_size(),
-            imported.config.vocab_size
         ));
     }
+    let device = Device::flex();
+    let (model, imported) = load_pretrained(from, options, &device)?;
     let config = imported_run_config(imported.config.clone());
     let state = TrainState {
         step: 0,
