@@ -96,7 +96,10 @@ pub fn llama_config(hf: &Value, options: &ImportOptions) -> Result<ModelConfig, 
         hf.get(key).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| key_error(key, "is missing or not a whole number"))
     };
     let model_type = hf.get("model_type").and_then(Value::as_str).unwrap_or("");
-    if !matches!(model_type, "llama" | "mistral" | "qwen2") || hf.get("model_type").is_none() {
+    if model_type == "qwen2" {
+        return Err(key_error("model_type", "is \"qwen2\", whose Q/K/V projections have biases; infini's have none"));
+    }
+    if !matches!(model_type, "llama" | "mistral") {
         return Err(key_error(
             "model_type",
             &format!("is {model_type:?}; infini imports the Llama family (model_type \"llama\", LlamaForCausalLM)"),
@@ -111,9 +114,6 @@ pub fn llama_config(hf: &Value, options: &ImportOptions) -> Result<ModelConfig, 
         if hf.get(key).and_then(Value::as_bool) == Some(true) {
             return Err(key_error(key, "is true; infini's projections have no biases"));
         }
-    }
-    if model_type == "qwen2" {
-        return Err(key_error("model_type", "is \"qwen2\", whose Q/K/V projections have biases; infini's have none"));
     }
     if let Some(scaling) = hf.get("rope_scaling").filter(|v| !v.is_null()) {
         return Err(key_error("rope_scaling", &format!("is {scaling}; infini implements plain RoPE only (rope_scaling null)")));
