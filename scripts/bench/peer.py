@@ -56,7 +56,7 @@ def train(args):
     opt = torch.optim.AdamW(model.parameters(), lr=t.get("lr", 1e-3), weight_decay=t.get("weight_decay", 0.1))
     batch, seq_len = d["batch_size"], d["seq_len"]
     gen = torch.Generator().manual_seed(0)
-    seq = torch.randint(0, m["vocab_size"], (batch, seq_len + 1), generator=gen)
+    seq = torch.randint(0, cfg["model"]["vocab_size"], (batch, seq_len + 1), generator=gen)
     times, losses = [], []
     for step in range(args.warmup + args.steps):
         start = time.perf_counter()
