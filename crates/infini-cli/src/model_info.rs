@@ -60,7 +60,7 @@ pub fn run(path: &Path, json: bool, estimate: Option<Option<usize>>) -> Result<(
             println!("  optimizer       {:>8.2} GiB", g(e.optimizer));
             println!("  activations     {:>8.2} GiB per backprop window ({:.2} GiB with train.checkpointing)", g(e.activations), g(e.activations_checkpointed));
             println!("  memory state    {:>8.2} GiB (every segment of a window)", g(e.memory_state));
-            println!("  head logits     {:>8.2} GiB (one segment at a time)", g(e.head));
+            println!("  head logits     {:>8.2} GiB (the segments of a window at once, up to 128 MiB of logits)", g(e.head));
             let (now, other) = if e.checkpointing { (e.total_checkpointed, e.total) } else { (e.total, e.total_checkpointed) };
             println!(
                 "  peak            {:>8.2} GiB as configured ({:.2} GiB with checkpointing {})",

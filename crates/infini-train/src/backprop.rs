@@ -122,7 +122,13 @@ fn embedded_leaf(model: &InfiniLm, segment: &SegmentBatch, device: &Device) -> T
 }
 
 /// Largest logits (f32 bytes) of one head computation over a group of segments.
-const HEAD_GROUP_BYTES: usize = 128 << 20;
+pub const HEAD_GROUP_BYTES: usize = 128 << 20;
+
+/// Segments whose head runs at once: as many of the window's `window` segments (of `tokens`
+/// tokens each, all streams) as keep the `[rows, vocab]` logits within [`HEAD_GROUP_BYTES`].
+pub fn head_group(tokens: usize, vocab: usize, window: usize) -> usize {
+    (HEAD_GROUP_BYTES / (tokens * vocab * 4).max(1)).clamp(1, window.max(1))
+}
 
 /// The targets and mask of consecutive segments as one `[B, k·N]` batch (row-major per stream,
 /// the layout of their hidden states concatenated along time); inputs and resets are not needed.
@@ -164,8 +170,7 @@ fn backprop_window(model: &InfiniLm, chunk: &[SegmentBatch], mut memory: MemoryS
     }
     // The head over several segments at once: its three matrix products then have more rows
     // (faster per token), while the logits of a group stay within HEAD_GROUP_BYTES.
-    let per_segment = chunk[0].batch * chunk[0].segment_len * model.head_weight().dims()[1] * 4;
-    let group = (HEAD_GROUP_BYTES / per_segment.max(1)).clamp(1, chunk.len());
+    let group = head_group(chunk[0].batch * chunk[0].segment_len, model.head_weight().dims()[1], chunk.len());
     let mut hiddens = hiddens.into_iter();
     for segments in chunk.chunks(group) {
         let hidden = Tensor::cat(hiddens.by_ref().take(segments.len()).collect(), 1);

@@ -25,7 +25,8 @@ pub struct MemoryEstimate {
     pub activations_checkpointed: u64,
     /// The compressive memory (or XL cache) of every segment of a window (the graph keeps each).
     pub memory_state: u64,
-    /// The output head's logits and their gradient for one segment (computed and freed per segment).
+    /// The output head's logits, their gradient and a copy, for the segments whose head runs at
+    /// once (those of a window, up to 128 MiB of logits; one segment with checkpointing).
     pub head: u64,
     /// Sum without checkpointing.
     pub total: u64,
@@ -77,9 +78,12 @@ pub fn estimate(m: &ModelConfig, batch: usize, seq_len: usize, window: usize, op
     let memory_state = memory_per_segment * window as u64;
     let activations = per_segment * window as u64;
     let activations_checkpointed = per_segment + memory_state;
-    // Logits, and their gradient built in place then copied into a tensor.
-    let head = 2 * tokens_per_segment * v * f32s;
-    let base = weights + gradients + optimizer + head;
+    // Logits, their gradient built in place and a copy into a tensor (3 at once), over the
+    // segments whose head runs together.
+    let logits = |segments: usize| 3 * segments as u64 * tokens_per_segment * v * f32s;
+    let group = crate::backprop::head_group(batch * m.segment_len, m.vocab_size, window);
+    let head = logits(group);
+    let base = weights + gradients + optimizer;
     MemoryEstimate {
         weights,
         gradients,
@@ -88,8 +92,8 @@ pub fn estimate(m: &ModelConfig, batch: usize, seq_len: usize, window: usize, op
         activations_checkpointed,
         memory_state,
         head,
-        total: base + activations + memory_state,
-        total_checkpointed: base + activations_checkpointed,
+        total: base + head + activations + memory_state,
+        total_checkpointed: base + logits(1) + activations_checkpointed,
         checkpointing,
     }
 }
