@@ -177,3 +177,43 @@ fn bf16_training_on_every_backend_that_has_bf16() {
         assert!(summary.losses[11] < summary.losses[0], "{name}: bf16 loss did not fall: {:?}", summary.losses);
     }
 }
+
+/// The local path's attention (`burn::tensor::module::attention`, causal: fused on the GPU
+/// backends) against attention written out (scores, causal mask, softmax, values): the same
+/// values and the same gradients for Q, K and V, on every backend.
+#[test]
+fn fused_causal_attention_equals_explicit_attention_on_every_backend() {
+    use burn::tensor::activation::softmax;
+    use burn::tensor::module::attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+    use burn::tensor::{Bool, Distribution};
+    for (name, device) in backends() {
+        let device = device.autodiff();
+        let (b, h, n, d) = (2, 3, 12, 8);
+        let q0 = Tensor::<4>::random([b, h, n, d], Distribution::Normal(0.0, 1.0), &device);
+        let k0 = Tensor::<4>::random([b, h, n, d], Distribution::Normal(0.0, 1.0), &device);
+        let v0 = Tensor::<4>::random([b, h, n, d], Distribution::Normal(0.0, 1.0), &device);
+        let weights = Tensor::<4>::random([b, h, n, d], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let (q, k, v) = (q0.clone().require_grad(), k0.clone().require_grad(), v0.clone().require_grad());
+            let out = if fused {
+                attention(q.clone(), k.clone(), v.clone(), None, None, AttentionModuleOptions { scale: None, softcap: None, is_causal: true })
+            } else {
+                let scores = q.clone().matmul(k.clone().transpose()).div_scalar((d as f64).sqrt());
+                let rows = Tensor::<1, Int>::arange(0..n as i64, &device).reshape([n, 1]);
+                let cols = Tensor::<1, Int>::arange(0..n as i64, &device).reshape([1, n]);
+                let future: Tensor<2, Bool> = cols.greater(rows);
+                let masked = scores.mask_fill(future.reshape([1, 1, n, n]).expand([b, h, n, n]), f32::NEG_INFINITY);
+                softmax(masked, 3).matmul(v.clone())
+            };
+            let grads = (out.clone() * weights.clone()).sum().backward();
+            let g = |t: &Tensor<4>| values(t.grad(&grads).expect("gradient"));
+            (values(out), g(&q), g(&k), g(&v))
+        };
+        let (fused, explicit) = (run(true), run(false));
+        for (what, a, e) in [("output", &fused.0, &explicit.0), ("dQ", &fused.1, &explicit.1), ("dK", &fused.2, &explicit.2), ("dV", &fused.3, &explicit.3)] {
+            let err = rel_err(a, e);
+            assert!(err < 1e-4, "{name}: fused attention {what} differs from the explicit one by {err:e}");
+        }
+    }
+}
