@@ -5,7 +5,9 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use infini_data::toml_file::{self, ModelTable};
 use infini_model::ModelConfig;
-use infini_train::config::OptimizerKind;
+use infini_data::error::one_line;
+use infini_train::RunConfig;
+use infini_train::config::{DataConfig, TrainConfig};
 use infini_train::memory_estimate::{MemoryEstimate, estimate};
 
 /// Reads the `[model]` table of `path` and prints its sizes; with `estimate` (`Some(batch
@@ -88,33 +90,34 @@ fn gib_table(e: &MemoryEstimate) -> serde_json::Value {
     })
 }
 
-/// The estimate for the config's [data] and [train] tables (their defaults where absent).
+/// The estimate for the config's [data] and [train] tables (their defaults where absent; a
+/// config of only a [model] table needs no training data).
 fn training_memory(path: &Path, model: &ModelConfig, batch: Option<usize>) -> Result<(MemoryEstimate, String)> {
     let table = toml_file::read::<toml::Table>(path).map_err(|e| anyhow!(e))?;
-    let get = |section: &str, key: &str| table.get(section).and_then(|t| t.get(key)).cloned();
-    let int = |section: &str, key: &str, default: usize| -> Result<usize> {
-        match get(section, key) {
-            None => Ok(default),
-            Some(v) => v.as_integer().filter(|&i| i >= 0).map(|i| i as usize).ok_or_else(|| anyhow!("{}: {section}.{key} must be a whole number", path.display())),
-        }
+    let section = |name: &str| table.get(name).cloned().unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+    let mut data = section("data");
+    if let Some(t) = data.as_table_mut() {
+        t.entry("prepared").or_insert_with(|| "".into());
+    }
+    let invalid = |name: &str, e: toml::de::Error| anyhow!("{}: [{name}]: {}", path.display(), one_line(e.message()));
+    let mut config = RunConfig {
+        model: model.clone(),
+        data: data.try_into::<DataConfig>().map_err(|e| invalid("data", e))?,
+        train: section("train").try_into::<TrainConfig>().map_err(|e| invalid("train", e))?,
+        eval: Default::default(),
+        checkpoint: Default::default(),
     };
-    let batch = match batch {
-        Some(b) => b,
-        None => int("data", "batch_size", 4)?,
-    };
-    let seq_len = int("data", "seq_len", 2048)?;
-    let window = int("train", "tbptt_segments", 0)?;
-    let optimizer = match get("train", "optimizer").as_ref().and_then(|v| v.as_str()) {
-        None | Some("adamw") => OptimizerKind::Adamw,
-        Some("adafactor") => OptimizerKind::Adafactor,
-        Some(other) => return Err(anyhow!("{}: train.optimizer {other:?} is not adamw or adafactor", path.display())),
-    };
-    let checkpointing = get("train", "checkpointing").and_then(|v| v.as_bool()).unwrap_or(false);
-    let e = estimate(model, batch, seq_len, window, optimizer, checkpointing);
-    let segments = seq_len / model.segment_len;
-    let window = if window == 0 { segments } else { window.min(segments) };
+    if let Some(b) = batch {
+        config.data.batch_size = b;
+    }
+    let (d, t) = (&config.data, &config.train);
     let setup = format!(
-        "batch {batch} × {seq_len} tokens ({segments} segments, backprop windows of {window}), {optimizer:?}, f32 (an estimate; bf16 keeps some activations in half the size)"
+        "batch {} × {} tokens ({} segments, backprop windows of {}), {:?}, f32 (an estimate; bf16 keeps some activations in half the size)",
+        d.batch_size,
+        d.seq_len,
+        config.segments_per_example(),
+        config.window_segments(),
+        t.optimizer
     );
-    Ok((e, setup))
+    Ok((estimate(&config), setup))
 }

@@ -97,13 +97,12 @@ pub fn train_steps(
         let mut accumulator = StepGrads::new();
         let memory = MemoryState::empty(&config.model, config.data.batch_size, &device);
         let (loss, _) = backprop_example(&model, &example, memory, window, 1.0 / targets as f64, &device, &mut accumulator);
-        let mut loss_value = f64::NAN;
-        model = crate::phases::time(crate::phases::Phase::Optimizer, || {
+        let (updated, loss) = crate::phases::time(crate::phases::Phase::Optimizer, || {
             let mut grads = accumulator.grads(&model);
-            loss_value = clip_global_norm_reading(&model, &mut grads, config.train.grad_clip, &[loss]).1[0];
-            optimizer.step(learning_rate(&config.train, step as u64), model, grads)
+            let loss = clip_global_norm_reading(&model, &mut grads, config.train.grad_clip, &[loss]).1[0];
+            (optimizer.step(learning_rate(&config.train, step as u64), model, grads), loss)
         });
-        let loss = loss_value;
+        model = updated;
         // The step is done when the updated weights exist (GPU backends run asynchronously).
         device.sync().map_err(|e| format!("the device failed: {e:?}"))?;
         let seconds = start.elapsed().as_secs_f64();

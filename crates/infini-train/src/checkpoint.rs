@@ -135,10 +135,10 @@ pub fn save(run_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf> {
     Ok(final_path)
 }
 
-/// Writes a checkpoint that is not part of a run (an imported model) into the new folder `out`:
-/// `model.bpk`, `config.toml`, `state.json` and `tokenizer.json`, no optimizer state. Written
-/// whole into a temporary folder first; an existing `out` is never touched.
-pub fn save_standalone(out: &Path, model: &InfiniLm, config: &RunConfig, state: &TrainState, tokenizer: &[u8]) -> Result<()> {
+/// Creates the folder `out`, which must not exist, as a whole: `fill` writes its files into a
+/// temporary sibling, every file is fsynced, then the folder is renamed into place. On an error
+/// nothing is left behind and an existing `out` is never touched.
+pub fn create_folder_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if out.exists() {
         return Err(format!("{} already exists; choose another --out or delete it", out.display()));
     }
@@ -148,21 +148,33 @@ pub fn save_standalone(out: &Path, model: &InfiniLm, config: &RunConfig, state: 
     let _ = fs::remove_dir_all(&tmp);
     io(fs::create_dir(&tmp), || format!("cannot create {}", tmp.display()))?;
     let written = (|| {
-        // Written tensor by tensor (no second copy of the weights in memory), then synced.
-        let path = tmp.join("model.bpk");
-        model.clone().into_record().save(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        io(fs::File::open(&path).and_then(|f| f.sync_all()), || format!("cannot sync {}", path.display()))?;
-        write_synced(&tmp.join("state.json"), serde_json::to_string_pretty(state).expect("state").as_bytes())?;
-        write_synced(&tmp.join("config.toml"), config.to_toml().as_bytes())?;
-        write_synced(&tmp.join("tokenizer.json"), tokenizer)?;
+        fill(&tmp)?;
+        for entry in io(fs::read_dir(&tmp), || format!("cannot list {}", tmp.display()))?.flatten() {
+            let path = entry.path();
+            io(fs::File::open(&path).and_then(|f| f.sync_all()), || format!("cannot sync {}", path.display()))?;
+        }
         sync_dir(&tmp).map_err(|e| e.to_string())?;
-        io(fs::rename(&tmp, out), || format!("cannot move the checkpoint into {}", out.display()))?;
+        io(fs::rename(&tmp, out), || format!("cannot move {} into place", out.display()))?;
         sync_dir(parent).map_err(|e| e.to_string())
     })();
     if written.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }
     written
+}
+
+/// Writes a checkpoint that is not part of a run (an imported model) into the new folder `out`:
+/// `model.bpk`, `config.toml`, `state.json` and `tokenizer.json`, no optimizer state.
+pub fn save_standalone(out: &Path, model: &InfiniLm, config: &RunConfig, state: &TrainState, tokenizer: &[u8]) -> Result<()> {
+    create_folder_atomically(out, |tmp| {
+        let write = |name: &str, bytes: &[u8]| io(fs::write(tmp.join(name), bytes), || format!("cannot write {name} (disk full?)"));
+        // Written tensor by tensor (no second copy of the weights in memory).
+        let path = tmp.join("model.bpk");
+        model.clone().into_record().save(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        write("state.json", serde_json::to_string_pretty(state).expect("state").as_bytes())?;
+        write("config.toml", config.to_toml().as_bytes())?;
+        write("tokenizer.json", tokenizer)
+    })
 }
 
 /// Checkpoint folders of a run, oldest first.

@@ -204,6 +204,22 @@ impl Default for CheckpointConfig {
     }
 }
 
+impl DataConfig {
+    /// No training data (the record of a model that was never trained here, e.g. an imported
+    /// one); every other field at its default.
+    pub fn none() -> Self {
+        Self {
+            prepared: PathBuf::new(),
+            batch_size: d_batch(),
+            seq_len: d_seq_len(),
+            streaming: false,
+            seed: 0,
+            loss_on: LossOn::All,
+            align_documents: false,
+        }
+    }
+}
+
 fn d_batch() -> usize {
     4
 }

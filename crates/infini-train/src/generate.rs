@@ -139,6 +139,9 @@ pub struct PasskeyCell {
     pub digit_accuracy_by_position: Vec<f64>,
 }
 
+/// Digits of every passkey.
+const KEY_DIGITS: u32 = 5;
+
 /// The first run of digits in `text`.
 pub fn first_number(text: &str) -> Option<String> {
     let digits: String = text.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
@@ -160,11 +163,11 @@ pub fn passkey_cell(
 ) -> PasskeyCell {
     let mut rng = Rng(seed ^ (length as u64).wrapping_mul(31) ^ depth.to_bits());
     let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
-    let (mut correct, mut digits) = (0, 0.0);
-    let mut by_position = vec![0.0; 5];
+    let mut correct = 0;
+    let mut by_position = vec![0.0; KEY_DIGITS as usize];
     for _ in 0..trials {
         // Held-out keys only: synthetic training data never uses them.
-        let key = rng.key(5, true);
+        let key = rng.key(KEY_DIGITS, true);
         let (prompt, _) = passkey_prompt(encode, key, length, depth);
         let answer = generate(model, config, &prompt, 8, &greedy, None, device, |_| {});
         let said = first_number(&decode(&answer)).unwrap_or_default();
@@ -172,14 +175,14 @@ pub fn passkey_cell(
         if said == key {
             correct += 1;
         }
-        digits += key.chars().zip(said.chars()).filter(|(a, b)| a == b).count() as f64 / key.len() as f64;
         for (i, (a, b)) in key.chars().zip(said.chars()).enumerate() {
             by_position[i] += f64::from(u8::from(a == b));
         }
     }
     let n = trials.max(1) as f64;
-    let digit_accuracy_by_position = by_position.iter().map(|c| c / n).collect();
-    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / n, digit_accuracy: digits / n, digit_accuracy_by_position }
+    let digit_accuracy_by_position: Vec<f64> = by_position.iter().map(|c| c / n).collect();
+    let digit_accuracy = digit_accuracy_by_position.iter().sum::<f64>() / f64::from(KEY_DIGITS);
+    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / n, digit_accuracy, digit_accuracy_by_position }
 }
 
 /// Parses `2K,8K,1M,500` (K = 1024, M = 1024²) into token counts.

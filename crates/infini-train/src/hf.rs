@@ -15,11 +15,12 @@ use burn::module::Module;
 use burn::store::{BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::{DType, Device};
 use infini_data::StreamCursor;
+use infini_data::error::one_line;
 use infini_model::{InfiniLm, MemoryKind, ModelConfig};
 use serde_json::{Value, json};
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::RunConfig;
+use crate::config::{DataConfig, RunConfig};
 
 /// The gates' initial β for an imported model: sigmoid(−8) = 0.03%, so the output is
 /// 99.97% that of local attention, i.e. of the pretrained model (a gate at 0 would be 50%:
@@ -195,12 +196,9 @@ pub struct Imported {
     pub parameters: usize,
 }
 
-/// Loads the model of the Hugging Face folder `from` (config, weights) on `device`.
-pub fn load_pretrained(from: &Path, options: &ImportOptions, device: &Device) -> Result<(InfiniLm, Imported), String> {
-    if !from.is_dir() {
-        return Err(format!("{} is not a folder (expected config.json, model.safetensors, tokenizer.json)", from.display()));
-    }
-    let config = llama_config(&read_json(&from.join("config.json"))?, options)?;
+/// Loads the weights of the Hugging Face folder `from` into a model of `config` (its
+/// config.json mapped by [`llama_config`]) on `device`.
+fn load_pretrained(from: &Path, config: ModelConfig, device: &Device) -> Result<(InfiniLm, Imported), String> {
     let mut model = config.init_lazy(device);
     let mut applied = std::collections::BTreeSet::new();
     let mut unused = Vec::new();
@@ -272,7 +270,8 @@ pub fn import(from: &Path, out: &Path, options: &ImportOptions) -> Result<Import
     if !from.is_dir() {
         return Err(format!("{} is not a folder (expected config.json, model.safetensors, tokenizer.json)", from.display()));
     }
-    let vocab_size = llama_config(&read_json(&from.join("config.json"))?, options)?.vocab_size;
+    let config = llama_config(&read_json(&from.join("config.json"))?, options)?;
+    let vocab_size = config.vocab_size;
     let tokenizer_path = from.join("tokenizer.json");
     let tokenizer = infini_data::Tokenizer::load(&tokenizer_path).map_err(|e| e.to_string())?;
     if tokenizer.vocab_size() != vocab_size {
@@ -283,7 +282,7 @@ pub fn import(from: &Path, out: &Path, options: &ImportOptions) -> Result<Import
         ));
     }
     let device = Device::flex();
-    let (model, imported) = load_pretrained(from, options, &device)?;
+    let (model, imported) = load_pretrained(from, config, &device)?;
     let config = imported_run_config(imported.config.clone());
     let state = TrainState {
         step: 0,
@@ -304,15 +303,7 @@ pub fn import(from: &Path, out: &Path, options: &ImportOptions) -> Result<Import
 /// The run config saved with an imported model: the model, and no training data (`eval` then
 /// asks for `--data`; `train --init-from` takes its own config).
 fn imported_run_config(model: ModelConfig) -> RunConfig {
-    RunConfig {
-        model,
-        data: toml::from_str::<RunConfig>("[model]\nvocab_size=1\nd_model=2\nn_layers=1\nn_heads=1\nffn_hidden=1\n[data]\nprepared = \"\"\n")
-            .expect("minimal config")
-            .data,
-        train: Default::default(),
-        eval: Default::default(),
-        checkpoint: Default::default(),
-    }
+    RunConfig { model, data: DataConfig::none(), train: Default::default(), eval: Default::default(), checkpoint: Default::default() }
 }
 
 /// The `config.json` of an exported model: Llama's keys, plus infini's own under `infini_*`.
@@ -353,12 +344,7 @@ pub fn export(checkpoint: &Path, out: &Path) -> Result<PathBuf, String> {
     let (model, config, _, ckpt) = checkpoint::load_for_inference(checkpoint, &device)?;
     let tokenizer = checkpoint::tokenizer(&ckpt, &config)?;
     let tokenizer_bytes = fs::read(&tokenizer.path).map_err(|e| format!("cannot read {}: {e}", tokenizer.path.display()))?;
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    let tmp = infini_data::fsutil::temp_path(out);
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let written = (|| -> Result<(), String> {
+    checkpoint::create_folder_atomically(out, |tmp| {
         let mut store = SafetensorsStore::from_file(tmp.join("model.safetensors"))
             .with_to_adapter(BurnToPyTorchAdapter)
             .remap(infini_to_hf())
@@ -366,35 +352,28 @@ pub fn export(checkpoint: &Path, out: &Path) -> Result<PathBuf, String> {
         model.save_into(&mut store).map_err(|e| format!("cannot write model.safetensors: {}", one_line(&e.to_string())))?;
         let config_json = serde_json::to_string_pretty(&export_config(&config.model)).expect("json");
         for (name, bytes) in [("config.json", config_json.as_bytes()), ("tokenizer.json", &tokenizer_bytes)] {
-            infini_data::fsutil::atomic_write(&tmp.join(name), bytes).map_err(|e| e.to_string())?;
+            fs::write(tmp.join(name), bytes).map_err(|e| format!("cannot write {name}: {e}"))?;
         }
-        for entry in fs::read_dir(&tmp).map_err(|e| e.to_string())?.flatten() {
-            fs::File::open(entry.path()).and_then(|f| f.sync_all()).map_err(|e| format!("cannot sync {}: {e}", entry.path().display()))?;
-        }
-        fs::rename(&tmp, out).map_err(|e| format!("cannot move the export into {}: {e}", out.display()))?;
-        infini_data::fsutil::sync_dir(parent).map_err(|e| e.to_string())
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+        Ok(())
+    })?;
     Ok(out.to_path_buf())
 }
 
-/// Tensor names and shapes of a safetensors file's header (for docs and tests).
+/// Tensor names and shapes of a safetensors file's header (for docs and tests); reads only the
+/// header.
 pub fn safetensors_names(path: &Path) -> Result<BTreeMap<String, Vec<usize>>, String> {
-    let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let n = u64::from_le_bytes(bytes.get(..8).ok_or("truncated header")?.try_into().expect("8 bytes")) as usize;
-    let header: Value = serde_json::from_slice(bytes.get(8..8 + n).ok_or_else(|| format!("{}: truncated header", path.display()))?)
-        .map_err(|e| format!("{}: bad header: {e}", path.display()))?;
+    use std::io::Read;
+    let read_err = |e: std::io::Error| format!("cannot read the header of {}: {e}", path.display());
+    let mut file = fs::File::open(path).map_err(read_err)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(read_err)?;
+    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
+    file.read_exact(&mut header).map_err(read_err)?;
+    let header: Value = serde_json::from_slice(&header).map_err(|e| format!("{}: bad header: {e}", path.display()))?;
     let mut out = BTreeMap::new();
     for (name, info) in header.as_object().into_iter().flatten().filter(|(k, _)| *k != "__metadata__") {
         let shape = info.get("shape").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_u64).map(|v| v as usize).collect());
         out.insert(name.clone(), shape.unwrap_or_default());
     }
     Ok(out)
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -8,7 +8,7 @@
 use infini_model::ModelConfig;
 use serde::Serialize;
 
-use crate::config::OptimizerKind;
+use crate::config::{OptimizerKind, RunConfig};
 
 /// What a training step holds at its peak, in bytes.
 #[derive(Clone, Debug, Serialize)]
@@ -55,18 +55,18 @@ pub fn activation_floats_per_token_layer(m: &ModelConfig) -> u64 {
     (norms + projections + attention + memory + ffn) as u64
 }
 
-/// The estimate for a model, `batch` streams, examples of `seq_len` tokens, backprop windows of
-/// `window` segments (0 = all), `optimizer`, with `checkpointing` as configured.
-pub fn estimate(m: &ModelConfig, batch: usize, seq_len: usize, window: usize, optimizer: OptimizerKind, checkpointing: bool) -> MemoryEstimate {
+/// The estimate for a run config: its model, `data.batch_size` streams, its backprop windows
+/// (`train.tbptt_segments`), optimizer and `train.checkpointing`.
+pub fn estimate(config: &RunConfig) -> MemoryEstimate {
+    let (m, batch, checkpointing) = (&config.model, config.data.batch_size, config.train.checkpointing);
     let f32s = 4u64;
     let params = m.num_params() as u64;
-    let segments = (seq_len / m.segment_len).max(1);
-    let window = if window == 0 { segments } else { window.min(segments) };
+    let window = config.window_segments().max(1);
     let (v, d) = (m.vocab_size as u64, m.d_model as u64);
     let weights = params * f32s;
     // The hand-computed embedding and head gradients are dense [vocab, d] sums.
     let gradients = (params + v * d * if m.tie_embeddings { 1 } else { 2 }) * f32s;
-    let optimizer = match optimizer {
+    let optimizer = match config.train.optimizer {
         OptimizerKind::Adamw => 2 * params * f32s,
         // Factored second moments: rows + columns per matrix; about the weights / d in all.
         OptimizerKind::Adafactor => (params / d.max(1) * 2 + params / 64) * f32s,

@@ -291,7 +291,6 @@ impl Trainer {
         }
 
         let carried_before = self.carried.clone();
-        // The step reads the device back once: the loss together with the gradient norm.
         let (loss, memory, mut grads) = if self.replicas.is_empty() {
             let mut accumulator = StepGrads::new();
             let mut losses = Vec::new();
