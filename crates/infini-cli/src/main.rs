@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod alloc;
 mod bench;
+mod check;
 mod data;
 mod eval;
 mod infer;
@@ -66,6 +67,9 @@ enum Command {
     Import(interop::ImportArgs),
     /// Export a checkpoint to the Hugging Face layout (safetensors).
     Export(interop::ExportArgs),
+    /// Check that a compute backend computes what Flex does (logits of every memory kind,
+    /// causality, gradients through the memory, fused attention, training steps).
+    Check(check::CheckArgs),
     /// Measure throughput (JSON output).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -126,6 +130,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Tokenizer(c) => data::tokenizer(c),
         Command::Data(c) => data::data(c),
         Command::Bench(c) => bench::run(c),
+        Command::Check(args) => check::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Generate(args) => infer::generate_cmd(args),

@@ -21,3 +21,4 @@ pub mod generate;
 pub mod inspect;
 pub mod bench;
 pub mod phases;
+pub mod check;
