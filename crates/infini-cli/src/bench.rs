@@ -66,6 +66,10 @@ pub enum BenchCommand {
         /// Compute backend: flex, wgpu or cuda.
         #[arg(long, default_value = "flex")]
         backend: String,
+        /// The device's peak TFLOP/s in the config's compute type (e.g. 989 for an H100 or H200
+        /// in bf16, dense): adds the model FLOPs utilisation (MFU) to the results.
+        #[arg(long)]
+        peak_tflops: Option<f64>,
     },
     /// f32 matrix-product GFLOP/s of the backend, in isolation: square sizes and the shapes of
     /// a training step's output head (tokens × d_model × vocab).
@@ -261,9 +265,12 @@ pub fn run(command: BenchCommand) -> Result<()> {
             write_json(&json!({ "eval": results, "backend": backend,
                 "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) }), json)
         }
-        BenchCommand::Train { config, overrides, steps, warmup, json, backend } => {
+        BenchCommand::Train { config, overrides, steps, warmup, json, backend, peak_tflops } => {
             if steps == 0 {
                 return Err(anyhow!("--steps must be at least 1"));
+            }
+            if peak_tflops.is_some_and(|p| !(p > 0.0)) {
+                return Err(anyhow!("--peak-tflops must be a positive number of TFLOP/s, e.g. 989 for an H100 in bf16"));
             }
             let run = infini_train::RunConfig::load(&config, &overrides).map_err(|e| anyhow!(e))?;
             let device = infini_train::backend::device(&backend).map_err(|e| anyhow!(e))?;
@@ -309,10 +316,14 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 "peak_rss_mib": peak_rss_mib(),
                 "flop_per_token": flop, "flop_formula": infini_train::bench::FLOP_FORMULA,
                 "gflop_per_s": flop * tokens / step_median / 1e9,
+                "tokens_per_s_median": tokens / step_median,
+                "peak_tflops": peak_tflops,
+                "mfu": peak_tflops.map(|peak| flop * tokens / step_median / (peak * 1e12)),
                 "losses": bench.losses,
             });
+            let mfu = peak_tflops.map(|peak| format!(", MFU {:.1}%", 100.0 * flop * tokens / step_median / (peak * 1e12))).unwrap_or_default();
             eprintln!(
-                "{} tokens/step: median {:.3} s/step, {:.0} tokens/s ({:.0}–{:.0}), {:.1} GFLOP/s, peak RSS {:.0} MiB",
+                "{} tokens/step: median {:.3} s/step, {:.0} tokens/s ({:.0}–{:.0}), {:.1} GFLOP/s{mfu}, peak RSS {:.0} MiB",
                 bench.tokens_per_step,
                 step_median,
                 tokens / step_median,
