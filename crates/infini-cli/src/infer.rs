@@ -152,6 +152,8 @@ pub fn passkey_cmd(args: PasskeyArgs) -> Result<()> {
     for d in &depths {
         print!(" {:>14}", format!("d={d}"));
     }
+    // Printed after the table when some answer had the key and more digits after it.
+    let mut prefixed = Vec::new();
     println!();
     for &length in &lengths {
         print!("{length:>9}");
@@ -159,9 +161,15 @@ pub fn passkey_cmd(args: PasskeyArgs) -> Result<()> {
             let cell = passkey_cell(&model, &config.model, &encode, &decode, length, depth, args.trials, args.seed, &device);
             print!(" {:>6.0}% ({:>3.0}%)", cell.accuracy * 100.0, cell.digit_accuracy * 100.0);
             let _ = std::io::stdout().flush();
+            if cell.prefix_accuracy > cell.accuracy {
+                prefixed.push(format!("{length} d={depth}: {:.0}%", 100.0 * cell.prefix_accuracy));
+            }
             cells.push(cell);
         }
         println!();
+    }
+    if !prefixed.is_empty() {
+        println!("answers that began with the key but went on with more digits count as wrong; with them: {}", prefixed.join(", "));
     }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&cells)?).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;

@@ -457,16 +457,21 @@ fn prepare_split(
 }
 
 /// The tokens of a document and the token ranges of its answers: a document with spans is
-/// tokenized piece by piece, so that every answer is a whole number of tokens.
+/// tokenized piece by piece, so that every answer is a whole number of tokens; answer pieces
+/// that follow each other make one answer.
 fn encode_document(tokenizer: &Tokenizer, doc: &Document) -> Result<(Vec<u32>, Vec<[u64; 2]>)> {
     if doc.spans.is_empty() {
         return Ok((tokenizer.encode(&doc.text)?, Vec::new()));
     }
-    let (mut ids, mut answers, mut start) = (Vec::new(), Vec::new(), 0);
+    let (mut ids, mut answers, mut start): (Vec<u32>, Vec<[u64; 2]>, usize) = (Vec::new(), Vec::new(), 0);
     for span in &doc.spans {
         let piece = tokenizer.encode(&doc.text[start..span.end])?;
         if span.answer && !piece.is_empty() {
-            answers.push([ids.len() as u64, (ids.len() + piece.len()) as u64]);
+            let (from, to) = (ids.len() as u64, (ids.len() + piece.len()) as u64);
+            match answers.last_mut() {
+                Some([_, end]) if *end == from => *end = to,
+                _ => answers.push([from, to]),
+            }
         }
         ids.extend(piece);
         start = span.end;

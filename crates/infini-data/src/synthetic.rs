@@ -224,7 +224,9 @@ fn passkey_pieces(key: u32, length: usize, depth: f64, filler: usize, count: &dy
         }
     }
     pieces.push((answer, true));
-    pieces.push((".".to_string(), false));
+    // The full stop is part of the answer: it teaches the model where the key ends, so that a
+    // greedy answer is the key and not the key with more digits after it.
+    pieces.push((".".to_string(), true));
     pieces
 }
 

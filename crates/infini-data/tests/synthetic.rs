@@ -27,11 +27,12 @@ fn generation_is_deterministic_and_keeps_evaluation_keys_out_of_training() {
                 let keys = numbers(&doc.text);
                 assert!(!keys.is_empty());
                 assert!(keys.iter().all(|&k| is_heldout_key(k) == (split != Split::Train)), "{split}: {keys:?}");
-                // Every answer piece is a key that the text wrote earlier.
+                // Every answer piece is a key that the text wrote earlier, or the full stop that
+                // ends the answer.
                 let mut start = 0;
                 for span in &doc.spans {
                     let piece = &doc.text[start..span.end];
-                    if span.answer {
+                    if span.answer && piece != "." {
                         let key = numbers(piece)[0];
                         assert!(doc.text[..start].contains(&key.to_string()), "answer {key} before it was written");
                     }
@@ -57,15 +58,15 @@ fn prepared_answers_are_the_key_tokens_and_lengths_are_in_tokens() {
     for i in 0..split.len() {
         let doc = split.doc(i);
         assert!((100..=200 + filler).contains(&doc.len), "document of {} tokens for 100-200", doc.len);
-        // Two answers: the key's second mention and the answer after the question, each
-        // " " + one token per digit.
+        // Two answers: the key's second mention (" " + one token per digit) and the answer
+        // after the question, the same with its full stop (the model learns where the key ends).
         assert_eq!(doc.answers.len(), 2);
         let ids = split.doc_tokens(i);
         let texts: Vec<String> = doc.answers.iter().map(|[a, b]| tok.decode(&ids[*a as usize..*b as usize]).unwrap()).collect();
-        assert_eq!(texts[0], texts[1]);
+        assert_eq!(format!("{}.", texts[0]), texts[1]);
         assert_eq!(texts[0].trim().len(), 5);
         assert!(texts[0].trim().chars().all(|c| c.is_ascii_digit()));
-        assert_eq!(doc.answers[1][1] as usize + 2, ids.len(), "the answer, its full stop and <|endoftext|> end the document");
+        assert_eq!(doc.answers[1][1] as usize + 1, ids.len(), "the answer and its full stop, then <|endoftext|>, end the document");
         assert_eq!(ids.last(), Some(&0));
         let prompt = tok.decode(&ids[..doc.answers[1][0] as usize]).unwrap();
         assert!(prompt.ends_with("What is the pass key? The pass key is"));

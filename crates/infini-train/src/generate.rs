@@ -127,10 +127,13 @@ pub struct PasskeyCell {
     pub depth: f64,
     /// Trials.
     pub trials: usize,
-    /// Trials whose greedy answer began with the key's 5 digits.
+    /// Trials whose greedy answer's first number is the key.
     pub correct: usize,
     /// correct / trials.
     pub accuracy: f64,
+    /// Trials whose answer's first number begins with the key (the key, perhaps with more
+    /// digits after it: a model that never learned where the key ends), / trials.
+    pub prefix_accuracy: f64,
     /// Mean fraction of the key's digits answered right at their position (partial recall;
     /// chance is 0.1).
     pub digit_accuracy: f64,
@@ -163,7 +166,7 @@ pub fn passkey_cell(
 ) -> PasskeyCell {
     let mut rng = Rng(seed ^ (length as u64).wrapping_mul(31) ^ depth.to_bits());
     let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
-    let mut correct = 0;
+    let (mut correct, mut prefix) = (0, 0);
     let mut by_position = vec![0.0; KEY_DIGITS as usize];
     for _ in 0..trials {
         // Held-out keys only: synthetic training data never uses them.
@@ -172,9 +175,8 @@ pub fn passkey_cell(
         let answer = generate(model, config, &prompt, 8, &greedy, None, device, |_| {});
         let said = first_number(&decode(&answer)).unwrap_or_default();
         let key = key.to_string();
-        if said == key {
-            correct += 1;
-        }
+        correct += usize::from(said == key);
+        prefix += usize::from(said.starts_with(&key));
         for (i, (a, b)) in key.chars().zip(said.chars()).enumerate() {
             by_position[i] += f64::from(u8::from(a == b));
         }
@@ -182,7 +184,7 @@ pub fn passkey_cell(
     let n = trials.max(1) as f64;
     let digit_accuracy_by_position: Vec<f64> = by_position.iter().map(|c| c / n).collect();
     let digit_accuracy = digit_accuracy_by_position.iter().sum::<f64>() / f64::from(KEY_DIGITS);
-    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / n, digit_accuracy, digit_accuracy_by_position }
+    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / n, prefix_accuracy: prefix as f64 / n, digit_accuracy, digit_accuracy_by_position }
 }
 
 /// Parses `2K,8K,1M,500` (K = 1024, M = 1024²) into token counts.
