@@ -24,15 +24,22 @@ if [ ! -x /usr/lib/llvm-22/bin/llvm-config ]; then
     { apt-get update -qq && apt-get install -y -qq llvm-22-dev libpolly-22-dev libzstd-dev >/dev/null; }
 fi
 
+# Files are rewritten only when they differ: a new timestamp would make cargo rebuild the CUDA
+# crates (their build scripts watch these files).
 mkdir -p "$dir/bin"
-ln -sfn /usr/lib/llvm-22/include "$dir/include"
-ln -sfn /usr/lib/llvm-22/lib "$dir/lib"
-cat >"$dir/bin/llvm-config" <<'WRAP'
+for part in include lib; do
+  [ "$(readlink "$dir/$part" 2>/dev/null)" = "/usr/lib/llvm-22/$part" ] || ln -sfn "/usr/lib/llvm-22/$part" "$dir/$part"
+done
+wrapper=$(cat <<'WRAP'
 #!/usr/bin/env bash
 # LLVM 22's llvm-config, with the absolute path of libz3 it may print rewritten to -lz3.
 /usr/lib/llvm-22/bin/llvm-config "$@" | sed -E 's#[^ ]*/libz3\.so(\.[0-9.]+)?#-lz3#g'
 WRAP
+)
+if [ "$(cat "$dir/bin/llvm-config" 2>/dev/null)" != "$wrapper" ]; then
+  printf '%s\n' "$wrapper" >"$dir/bin/llvm-config"
+fi
 chmod +x "$dir/bin/llvm-config"
-touch "$dir/.tracel-llvm-installed"
+[ -f "$dir/.tracel-llvm-installed" ] || touch "$dir/.tracel-llvm-installed"
 echo "LLVM stand-in ready in $dir"
 echo "build with:  XDG_DATA_HOME=$data cargo build --release --features cuda"
