@@ -170,3 +170,20 @@ fn dataset_cards_resolve_their_path_and_explain_how_to_obtain() {
     let e = error(open_dataset(&card, None, None));
     assert!(e.contains("books.toml:8") && e.contains("colour"), "{e}");
 }
+
+#[test]
+fn every_shipped_dataset_card_parses_and_synthetic_ones_generate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets");
+    let mut synthetic = 0;
+    for entry in fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        let card = infini_data::card::DatasetCard::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if card.format == "synthetic" {
+            // Generated on open: a shipped synthetic card must make documents with no data at hand.
+            let corpus = open_dataset(&path, None, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!all_docs(&corpus, Split::Validation).unwrap().is_empty(), "{}", path.display());
+            synthetic += 1;
+        }
+    }
+    assert!(synthetic >= 3, "passkey, passkey-short and recall cards");
+}
