@@ -35,6 +35,7 @@ case "$mode" in
     echo "== compressing the binary ($(du -m "$tmp" | cut -f1) MiB stripped)"
     xz -9 -T0 -f "$tmp"
     mv "$tmp.xz" "$dir/infini.xz"
+    chmod 644 "$dir/infini.xz"
     rm -f "$dir/infini"   # a stale unpacked binary would be run instead of the new one
     cp scripts/gpu/run.sh "$dir/run.sh"
     cp configs/bench.toml configs/paper-pg19.toml "$dir/configs/"
