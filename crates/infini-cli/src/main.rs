@@ -93,9 +93,12 @@ fn main() -> ExitCode {
     // Past a file-size limit (`ulimit -f`), let writes fail with an error we report and recover
     // from, instead of the signal that would kill the process mid-write.
     #[cfg(unix)]
-    // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
+    // SAFETY: setting signal dispositions before any thread starts.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        // Output piped into a reader that stops early (`infini check | head`) ends the process
+        // quietly, as for other command-line tools, instead of a failed print.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     // A bug must still end in one line, not a backtrace (RUST_BACKTRACE=1 shows the full trace).
     if std::env::var_os("RUST_BACKTRACE").is_none() {
