@@ -71,11 +71,12 @@ num() { # the first number of "key": in a JSON file
 fmt() { awk -v v="$1" -v f="$2" 'BEGIN { if (v == "") print "n/a"; else printf f, v }'; }
 
 rows=()
-step() { # name, time limit (s), command...: runs it, logs it, returns its status
+step() { # name, time limit (s), command...: runs it, logs it (its own output also in results/last.log), returns its status
   local name=$1 limit=$2; shift 2
   echo "== $name: $*" | tee -a "$log" >&2
-  timeout "$limit" "$@" >>"$log" 2>&1
+  timeout "$limit" "$@" >results/last.log 2>&1
   local rc=$?
+  cat results/last.log >>"$log"
   [ $rc -eq 124 ] && echo "   (stopped after $limit s)" | tee -a "$log" >&2
   return $rc
 }
@@ -84,10 +85,10 @@ step() { # name, time limit (s), command...: runs it, logs it, returns its statu
 for b in $backend $([ "$backend" = cuda ] && echo wgpu); do
   if step "check $b" 600 $bin check --backend "$b" --json "results/check-$b.json"; then
     rows+=("| check | $b | all $(grep -c '"passed": true' "results/check-$b.json") checks pass | | | |")
-  elif [ "$b" = wgpu ] && grep -q "cannot start" "$log"; then
+  elif [ "$b" = wgpu ] && grep -q "the wgpu backend cannot start" results/last.log; then
     rows+=("| check | wgpu | skipped: no Vulkan driver | | | |")
   else
-    rows+=("| check | $b | **FAILED**: $(grep -m1 -E 'FAIL|error' "$log" | tail -c 200 | tr '|' '/') | | | |")
+    rows+=("| check | $b | **FAILED**: $(grep -m1 -E 'FAIL|error' results/last.log | tail -c 200 | tr '|' '/') | | | |")
   fi
 done
 
@@ -99,7 +100,8 @@ bench_train() { # id, label, config, extra args...
   if step "bench train $label" 420 $bin bench train --backend "$backend" --config "$config" "${peak_arg[@]}" --json "$json" "$@"; then
     local mem; mem=$(stop_sampling)
     local tps tflops mfu
-    tps=$(num "$json" tokens_per_s_median); tflops=$(num "$json" gflop_per_s); mfu=$(num "$json" mfu)
+    tflops=$(num "$json" gflop_per_s); mfu=$(num "$json" mfu)
+    tps=$(awk -v g="$tflops" -v f="$(num "$json" flop_per_token)" 'BEGIN { if (f > 0) print g * 1e9 / f }')
     rows+=("| train | $label | $(fmt "$tps" '%.0f') tokens/s | $(awk -v g="$tflops" 'BEGIN { printf "%.2f", g / 1000 }') TFLOP/s | $(awk -v m="$mfu" 'BEGIN { if (m == "") print "n/a"; else printf "%.1f%%", 100 * m }') | $mem |")
   else
     stop_sampling >/dev/null

@@ -291,6 +291,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             let tokens = bench.tokens_per_step as f64;
             let step_median = median(&times);
             let flop = infini_train::bench::flops_per_token(&run.model);
+            let mfu = peak_tflops.map(|peak| flop * tokens / step_median / (peak * 1e12));
             let mut phases = serde_json::Map::new();
             for (i, phase) in infini_train::phases::ALL.iter().enumerate() {
                 let mut v: Vec<f64> = bench.phase_seconds.iter().map(|p| p[i]).collect();
@@ -316,12 +317,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 "peak_rss_mib": peak_rss_mib(),
                 "flop_per_token": flop, "flop_formula": infini_train::bench::FLOP_FORMULA,
                 "gflop_per_s": flop * tokens / step_median / 1e9,
-                "tokens_per_s_median": tokens / step_median,
                 "peak_tflops": peak_tflops,
-                "mfu": peak_tflops.map(|peak| flop * tokens / step_median / (peak * 1e12)),
+                "mfu": mfu,
                 "losses": bench.losses,
             });
-            let mfu = peak_tflops.map(|peak| format!(", MFU {:.1}%", 100.0 * flop * tokens / step_median / (peak * 1e12))).unwrap_or_default();
+            let mfu = mfu.map(|m| format!(", MFU {:.1}%", 100.0 * m)).unwrap_or_default();
             eprintln!(
                 "{} tokens/step: median {:.3} s/step, {:.0} tokens/s ({:.0}–{:.0}), {:.1} GFLOP/s{mfu}, peak RSS {:.0} MiB",
                 bench.tokens_per_step,

@@ -35,6 +35,23 @@ fn bench_train_rejects_zero_steps_and_unknown_keys() {
 }
 
 #[test]
+fn bench_train_reports_mfu_against_a_given_peak() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("train.json");
+    let r = infini(&[
+        "bench", "train", "--config", "configs/tiny.toml", "--set", "data.batch_size=1", "--set", "data.seq_len=256",
+        "--steps", "1", "--warmup", "0", "--peak-tflops", "0.5", "--json", out.to_str().unwrap(),
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    // MFU = model FLOP/s over the peak.
+    let (gflops, mfu) = (v["gflop_per_s"].as_f64().unwrap(), v["mfu"].as_f64().unwrap());
+    assert!((mfu - gflops / 500.0).abs() <= 1e-9 * mfu.max(1.0), "{v}");
+    assert!(r.stderr.contains("MFU"), "{}", r.stderr);
+    assert_one_line_error(&infini(&["bench", "train", "--config", "configs/tiny.toml", "--peak-tflops", "0"]), "--peak-tflops");
+}
+
+#[test]
 fn bench_matmul_reports_every_shape() {
     let r = infini(&["bench", "matmul", "--sizes", "64,128", "--head", "64x32x100", "--repeats", "1"]);
     assert!(r.ok, "{}", r.stderr);

@@ -463,7 +463,8 @@ fn encode_document(tokenizer: &Tokenizer, doc: &Document) -> Result<(Vec<u32>, V
     if doc.spans.is_empty() {
         return Ok((tokenizer.encode(&doc.text)?, Vec::new()));
     }
-    let (mut ids, mut answers, mut start): (Vec<u32>, Vec<[u64; 2]>, usize) = (Vec::new(), Vec::new(), 0);
+    let (mut ids, mut start) = (Vec::new(), 0);
+    let mut answers: Vec<[u64; 2]> = Vec::new();
     for span in &doc.spans {
         let piece = tokenizer.encode(&doc.text[start..span.end])?;
         if span.answer && !piece.is_empty() {

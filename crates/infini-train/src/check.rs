@@ -20,7 +20,7 @@ use crate::RunConfig;
 use crate::config::Precision;
 
 /// The outcome of one check.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
     /// What was checked.
     pub check: &'static str,
@@ -58,11 +58,6 @@ pub fn run(check: &'static str, f: Check, device: &Device) -> Outcome {
         }
     };
     Outcome { check, passed, detail }
-}
-
-/// Runs every check on `device`.
-pub fn run_all(device: &Device) -> Vec<Outcome> {
-    ALL.iter().map(|&(check, f)| run(check, f, device)).collect()
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {

@@ -151,6 +151,14 @@ pub fn first_number(text: &str) -> Option<String> {
     (!digits.is_empty()).then_some(digits)
 }
 
+/// How an answer's first number `said` compares with `key`: the same number, a number that
+/// begins with the key (the key with more digits after it), and each of the key's digits right
+/// at its position.
+pub fn score_answer(key: &str, said: &str) -> (bool, bool, Vec<bool>) {
+    let by_position = key.chars().enumerate().map(|(i, k)| said.chars().nth(i) == Some(k)).collect();
+    (said == key, said.starts_with(key), by_position)
+}
+
 /// Runs `trials` passkey prompts of `length` tokens with the key at `depth` and counts exact answers.
 #[allow(clippy::too_many_arguments)]
 pub fn passkey_cell(
@@ -174,11 +182,11 @@ pub fn passkey_cell(
         let (prompt, _) = passkey_prompt(encode, key, length, depth);
         let answer = generate(model, config, &prompt, 8, &greedy, None, device, |_| {});
         let said = first_number(&decode(&answer)).unwrap_or_default();
-        let key = key.to_string();
-        correct += usize::from(said == key);
-        prefix += usize::from(said.starts_with(&key));
-        for (i, (a, b)) in key.chars().zip(said.chars()).enumerate() {
-            by_position[i] += f64::from(u8::from(a == b));
+        let (exact, begins, digits) = score_answer(&key.to_string(), &said);
+        correct += usize::from(exact);
+        prefix += usize::from(begins);
+        for (count, right) in by_position.iter_mut().zip(digits) {
+            *count += f64::from(u8::from(right));
         }
     }
     let n = trials.max(1) as f64;

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use infini_model::{MemoryState, ModelConfig};
-use infini_train::generate::{Sampling, first_number, generate, parse_lengths, passkey_prompt, passkey_sentence};
+use infini_train::generate::{Sampling, first_number, generate, parse_lengths, passkey_prompt, passkey_sentence, score_answer};
 use infini_train::generate::{PASSKEY_FILLER, PASSKEY_INSTRUCTION, PASSKEY_QUESTION};
 
 /// Greedy continuation by recomputing every segment from scratch for each new token.
@@ -77,4 +77,17 @@ fn passkey_prompts_place_the_key_at_the_requested_depth() {
     assert_eq!(first_number(" 31337. Remember"), Some("31337".into()));
     assert_eq!(parse_lengths("2K,1M,500").unwrap(), vec![2048, 1 << 20, 500]);
     assert!(parse_lengths("2X").is_err());
+}
+
+#[test]
+fn passkey_answers_are_scored_exact_by_prefix_and_by_position() {
+    let t = true;
+    let f = false;
+    assert_eq!(score_answer("71432", "71432"), (t, t, vec![t, t, t, t, t]));
+    // The key with more digits after it: not exact, but it began with the key.
+    assert_eq!(score_answer("71432", "7143212"), (f, t, vec![t, t, t, t, t]));
+    assert_eq!(score_answer("71432", "71482"), (f, f, vec![t, t, t, f, t]));
+    // Too few digits: the missing positions are wrong.
+    assert_eq!(score_answer("71432", "714"), (f, f, vec![t, t, t, f, f]));
+    assert_eq!(score_answer("71432", ""), (f, f, vec![f; 5]));
 }
