@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use crate::precision::Compute;
 
 pub mod adamw;
+pub mod head;
 pub mod vocab_nll;
 
 /// Whether the fused host paths serve tensors of `device`: those that live in this process's

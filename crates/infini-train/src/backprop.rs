@@ -7,7 +7,7 @@ use burn::tensor::{Device, IndexingUpdateOp, Tensor, TensorData};
 use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, LayerMemory, Memory, MemoryState};
 
-use crate::loss::{head_grad, ids};
+use crate::loss::{HeadGradSum, head_grad, ids};
 use crate::phases::{Phase, time};
 
 /// The gradients of one optimizer step, accumulated over its examples and windows: the blocks'
@@ -17,7 +17,7 @@ use crate::phases::{Phase, time};
 /// gradient for each and add them up, several whole-matrix passes per window.
 pub struct StepGrads {
     autodiff: GradientsAccumulator<InfiniLm>,
-    head: Option<Tensor<2>>,
+    head: Option<HeadGradSum>,
     embedding: Option<Tensor<2>>,
 }
 
@@ -51,11 +51,18 @@ impl StepGrads {
         self.embedding = Some(sum.select_assign(0, rows, x_grad.reshape([b * n, d]), IndexingUpdateOp::Add));
     }
 
+    /// The sum of the output head's gradients (made at the first segment: it copies the head's
+    /// weight for the host products, which stays valid for the whole step).
+    fn head(&mut self, model: &InfiniLm, device: &Device) -> &mut HeadGradSum {
+        self.head.get_or_insert_with(|| HeadGradSum::new(model, device))
+    }
+
     /// All the gradients, ready for clipping and the optimizer.
     pub fn grads(mut self, model: &InfiniLm) -> GradientsParams {
         let mut grads = self.autodiff.grads();
         let mut embedding = self.embedding;
-        if let Some(head) = self.head {
+        let device = model.embedding.weight.val().device();
+        if let Some(head) = self.head.and_then(|sum| sum.into_tensor(&device)) {
             match &model.lm_head {
                 Some(lm_head) => grads.register(lm_head.weight.id, head),
                 None => add_into(&mut embedding, head.transpose()),
@@ -175,10 +182,9 @@ fn backprop_window(model: &InfiniLm, chunk: &[SegmentBatch], mut memory: MemoryS
     for segments in chunk.chunks(group) {
         let hidden = Tensor::cat(hiddens.by_ref().take(segments.len()).collect(), 1);
         let merged = merge_segments(segments);
-        let head = time(Phase::Head, || head_grad(model, hidden, &merged, scale, device));
+        let head = time(Phase::Head, || head_grad(model, hidden, &merged, scale, device, grads.head(model, device)));
         terms.push(head.hidden_term);
         nll.push(head.nll_sum);
-        add_into(&mut grads.head, head.grad_weight);
     }
     let total = Tensor::cat(nll, 0).sum().mul_scalar(scale);
     time(Phase::Backward, || {
@@ -244,9 +250,8 @@ fn backprop_window_recomputed(
             start.layers.iter().map(|l| l.compressive().filter(|_| track).map(|m| (m.m.clone(), m.z.clone()))).collect();
         let x = embedded_leaf(model, segment, device);
         let (hidden, out) = segment_forward(model, segment, x.clone(), start);
-        let head = time(Phase::Head, || head_grad(model, hidden, segment, scale, device));
+        let head = time(Phase::Head, || head_grad(model, hidden, segment, scale, device, grads.head(model, device)));
         nll.push(head.nll_sum);
-        add_into(&mut grads.head, head.grad_weight);
         let mut term = head.hidden_term;
         if let Some(later) = &later {
             for (layer, g) in out.layers.iter().zip(later) {

@@ -17,6 +17,7 @@ use burn::tensor::Tensor;
 use infini_data::SegmentBatch;
 
 use crate::loss::segment_nll;
+use infini_model::host::head::HostHead;
 
 /// The one loop that reads documents without training (evaluation, `infini inspect`, the
 /// evaluation benchmark): each segment of `segments` (all of one batch size) goes through the
@@ -32,8 +33,10 @@ pub fn read_segments(
     mut each: impl FnMut(&SegmentBatch, Tensor<2>),
 ) -> MemoryState {
     let mut memory = memory;
+    // The head's weight copied out once for the host products (Flex, f32, no autodiff).
+    let head = if device.is_autodiff() { None } else { HostHead::of(model, device) };
     for segment in segments {
-        let (nll, next) = segment_nll(model, &segment, memory, device);
+        let (nll, next) = segment_nll(model, &segment, memory, device, head.as_ref());
         memory = next;
         each(&segment, nll);
     }

@@ -1,0 +1,211 @@
+//! The output head's matrix products on the host (Flex, f32), straight into buffers of our own.
+//!
+//! Through Flex each product allocates its output zero-filled, then copies it into a second,
+//! more aligned allocation, and reading the result back (`into_data`) copies it a third time:
+//! for the logits of a 512-token window over 32,000 words that is three passes over 65 MB
+//! before and after a product that writes them anyway. Here [gemm] (the crate Flex calls) writes
+//! the logits into a fresh buffer that is then handed on without a copy, the hidden states'
+//! gradient likewise, and the weight's gradient is added into one step-long sum in the same
+//! product (`acc += hᵀ·g`), so no `[d, vocab]` gradient is allocated per window either.
+//!
+//! [`HostHead`] holds one copy of the head's weight for as long as the weight does not change
+//! (a training step, an evaluation). The arithmetic is gemm's, as through Flex.
+
+use burn::tensor::Device;
+
+use super::fused;
+use crate::model::InfiniLm;
+
+/// Products of at least this many multiply-adds run on all threads (Flex's threshold).
+const PARALLEL_OPS: usize = 192 * 192 * 192;
+
+/// A matrix in a slice: element (i, j) at `i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols, "a {rows}x{cols} matrix needs {} values, got {}", rows * cols, data.len());
+        Self { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+
+    /// Panics unless every element lies inside `data` (what makes the raw call below sound).
+    fn check(&self) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+            assert!(last < self.data.len(), "matrix view reaches past its data");
+        }
+    }
+}
+
+/// `dst = a·b` (`accumulate`: `dst += a·b`) for a row-major `dst: [a.rows, b.cols]`.
+fn gemm_into(dst: *mut f32, dst_len: usize, accumulate: bool, a: Mat, b: Mat) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "inner dimensions differ: {m}x{k} times {}x{n}", b.rows);
+    assert_eq!(dst_len, m * n, "output of {m}x{n} needs {} values", m * n);
+    a.check();
+    b.check();
+    let parallelism = if m * n * k >= PARALLEL_OPS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: the views were checked to lie inside their slices, `dst` holds m·n values (read
+    // only when accumulating, and then initialised by the caller), and nothing else aliases it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// A fresh row-major `a·b`.
+fn product(a: Mat, b: Mat) -> Vec<f32> {
+    let len = a.rows * b.cols;
+    if a.cols == 0 {
+        return vec![0.0; len];
+    }
+    let mut out = Vec::with_capacity(len);
+    gemm_into(out.as_mut_ptr(), len, false, a, b);
+    // SAFETY: with an inner dimension of at least 1, gemm wrote all `len` values.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// The output head `W: [d_model, vocab]` of a model, copied out once for the host products.
+pub struct HostHead {
+    data: Vec<f32>,
+    d: usize,
+    vocab: usize,
+    /// Whether `data` is the embedding `[vocab, d]` (tied head: `W = Eᵀ`) rather than `[d, vocab]`.
+    transposed: bool,
+}
+
+impl HostHead {
+    /// The head of `model` when its products can run here: tensors on Flex and f32 products
+    /// (not a lower-precision `compute`). `None` otherwise: the tensor-op path serves.
+    pub fn of(model: &InfiniLm, device: &Device) -> Option<Self> {
+        if !fused(device) || model.compute().is_some() {
+            return None;
+        }
+        let (weight, transposed) = match &model.lm_head {
+            Some(head) => (head.weight.val(), false),
+            None => (model.embedding.weight.val(), true),
+        };
+        let dims = weight.dims();
+        let data = weight.into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
+        let (d, vocab) = if transposed { (dims[1], dims[0]) } else { (dims[0], dims[1]) };
+        Some(Self { data, d, vocab, transposed })
+    }
+
+    /// The vocabulary size.
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    /// The model width.
+    pub fn d_model(&self) -> usize {
+        self.d
+    }
+
+    fn w(&self) -> Mat<'_> {
+        if self.transposed {
+            Mat::row_major(&self.data, self.vocab, self.d).t()
+        } else {
+            Mat::row_major(&self.data, self.d, self.vocab)
+        }
+    }
+
+    /// Logits `[rows, vocab] = h·W` of hidden states `h: [rows, d]` (row-major).
+    pub fn logits(&self, h: &[f32]) -> Vec<f32> {
+        product(Mat::row_major(h, h.len() / self.d.max(1), self.d), self.w())
+    }
+
+    /// The hidden states' gradient `g·Wᵀ: [rows, d]` of a logits gradient `g: [rows, vocab]`.
+    pub fn grad_hidden(&self, g: &[f32]) -> Vec<f32> {
+        product(Mat::row_major(g, g.len() / self.vocab.max(1), self.vocab), self.w().t())
+    }
+
+    /// `sum += hᵀ·g`: the weight's gradient `[d, vocab]` (row-major) of the rows `h: [rows, d]`
+    /// with logits gradient `g: [rows, vocab]`, added into `sum`.
+    pub fn add_grad_weight(&self, sum: &mut [f32], h: &[f32], g: &[f32]) {
+        let rows = h.len() / self.d.max(1);
+        let (h, g) = (Mat::row_major(h, rows, self.d), Mat::row_major(g, rows, self.vocab));
+        if rows > 0 {
+            gemm_into(sum.as_mut_ptr(), sum.len(), true, h.t(), g);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        (0..m * n).map(|i| (0..k).map(|p| a[i / n * k + p] as f64 * b[p * n + i % n] as f64).sum()).collect()
+    }
+
+    fn close(a: &[f32], b: &[f64]) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((*x as f64 - y).abs() <= 1e-4 * (1.0 + y.abs()), "value {i}: {x} vs {y}");
+        }
+    }
+
+    /// All three products against a naive triple loop, for a tied and an untied head, and
+    /// the weight's gradient added to what the sum held.
+    #[test]
+    fn products_equal_a_naive_computation() {
+        for tied in [false, true] {
+            let mut config = ModelConfig::tiny(53);
+            config.tie_embeddings = tied;
+            let device = Device::flex();
+            let model = config.init(&device);
+            let head = HostHead::of(&model, &device).expect("f32 on Flex");
+            let (d, v, rows) = (head.d_model(), head.vocab(), 7);
+            let w = model.head_weight().into_data().to_vec::<f32>().unwrap();
+            let h: Vec<f32> = (0..rows * d).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
+            let g: Vec<f32> = (0..rows * v).map(|i| ((i * 11) % 19) as f32 / 5.0 - 1.8).collect();
+            close(&head.logits(&h), &naive(&h, &w, rows, d, v));
+            let wt: Vec<f32> = (0..v * d).map(|i| w[(i % d) * v + i / d]).collect();
+            close(&head.grad_hidden(&g), &naive(&g, &wt, rows, v, d));
+            let ht: Vec<f32> = (0..d * rows).map(|i| h[(i % rows) * d + i / rows]).collect();
+            let mut sum = vec![0.5f32; d * v];
+            head.add_grad_weight(&mut sum, &h, &g);
+            let expected: Vec<f64> = naive(&ht, &g, d, rows, v).iter().map(|x| x + 0.5).collect();
+            close(&sum, &expected);
+        }
+    }
+
+    #[test]
+    fn no_host_head_for_low_precision_products() {
+        let device = Device::flex();
+        let model = ModelConfig::tiny(53).init(&device).with_compute(Some(burn::tensor::DType::BF16));
+        assert!(HostHead::of(&model, &device).is_none());
+    }
+}
