@@ -25,8 +25,10 @@ pub struct MemoryEstimate {
     pub activations_checkpointed: u64,
     /// The compressive memory (or XL cache) of every segment of a window (the graph keeps each).
     pub memory_state: u64,
-    /// The output head's logits, their gradient and a copy, for the segments whose head runs at
-    /// once (those of a window, up to 128 MiB of logits; one segment with checkpointing).
+    /// The output head's logits (turned into their gradient in place) for the segments whose
+    /// head runs at once (those of a window, up to 128 MiB of logits; one segment with
+    /// checkpointing), and the copy of the head's weight its products read: the CPU path
+    /// (`infini_model::host::head`). The tensor-op path of GPUs holds up to three such logits.
     pub head: u64,
     /// Sum without checkpointing.
     pub total: u64,
@@ -78,9 +80,9 @@ pub fn estimate(config: &RunConfig) -> MemoryEstimate {
     let memory_state = memory_per_segment * window as u64;
     let activations = per_segment * window as u64;
     let activations_checkpointed = per_segment + memory_state;
-    // Logits, their gradient built in place and a copy into a tensor (3 at once), over the
-    // segments whose head runs together.
-    let logits = |segments: usize| 3 * segments as u64 * tokens_per_segment * v * f32s;
+    // The logits, their gradient built in place, over the segments whose head runs together,
+    // and the host copy of the head's weight.
+    let logits = |segments: usize| segments as u64 * tokens_per_segment * v * f32s + v * d * f32s;
     let group = crate::backprop::head_group(batch * m.segment_len, m.vocab_size, window);
     let head = logits(group);
     let base = weights + gradients + optimizer;
