@@ -21,6 +21,7 @@ use crate::precision::Compute;
 
 pub mod adamw;
 pub mod head;
+pub mod simd;
 pub mod vocab_nll;
 
 /// Whether the fused host paths serve tensors of `device`: those that live in this process's
@@ -72,9 +73,12 @@ pub fn exp(x: f32) -> f32 {
     p * f32::from_bits(bits as u32)
 }
 
-const LANES: usize = 8;
+/// Accumulator lanes of the row loops: one AVX-512 vector (two AVX2, four SSE), the same
+/// summation order on every CPU.
+const LANES: usize = 16;
 
-/// The largest value of `row` (8 lanes, so that it vectorises).
+/// The largest value of `row` (in [`LANES`] lanes, so that it vectorises).
+#[inline(always)]
 pub fn row_max(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
@@ -88,6 +92,7 @@ pub fn row_max(row: &[f32]) -> f32 {
 }
 
 /// Replaces `row` by `exp(row − max)` and returns the sum.
+#[inline(always)]
 pub fn exp_shifted_sum(row: &mut [f32], max: f32) -> f32 {
     let mut lanes = [0f32; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
@@ -117,16 +122,10 @@ pub fn elementwise<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> (f32, f32) +
     let mut dy = if tracked { vec![0f32; values.len()] } else { Vec::new() };
     if tracked {
         y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).zip(values.par_chunks(CHUNK)).for_each(|((y, dy), x)| {
-            for i in 0..x.len() {
-                (y[i], dy[i]) = f(x[i]);
-            }
+            simd::vectorized(MapChunk { y, dy: Some(dy), x, f: &f })
         });
     } else {
-        y.par_chunks_mut(CHUNK).zip(values.par_chunks(CHUNK)).for_each(|(y, x)| {
-            for i in 0..x.len() {
-                y[i] = f(x[i]).0;
-            }
-        });
+        y.par_chunks_mut(CHUNK).zip(values.par_chunks(CHUNK)).for_each(|(y, x)| simd::vectorized(MapChunk { y, dy: None, x, f: &f }));
     }
     let y = Tensor::<D>::from_data(TensorData::new(y, shape.clone()), &device);
     if !tracked {
@@ -147,15 +146,7 @@ pub fn causal_softmax(scores: Tensor<4>) -> Tensor<4> {
     let device = scores.device();
     let tracked = scores.is_tracked();
     let mut p = scores.clone().detach().into_data().try_into_vec::<f32>().expect("f32 tensor");
-    p.par_chunks_mut(t).enumerate().for_each(|(r, row)| {
-        let (seen, hidden) = row.split_at_mut(r % t + 1);
-        let max = row_max(seen);
-        let inv = 1.0 / exp_shifted_sum(seen, max);
-        for v in seen.iter_mut() {
-            *v *= inv;
-        }
-        hidden.fill(0.0);
-    });
+    p.par_chunks_mut(t).enumerate().for_each(|(r, row)| simd::vectorized(SoftmaxRow(row.split_at_mut(r % t + 1))));
     let p = Tensor::<4>::from_data(TensorData::new(p, dims), &device);
     if !tracked {
         return p;
@@ -163,6 +154,51 @@ pub fn causal_softmax(scores: Tensor<4>) -> Tensor<4> {
     let pd = p.clone() * (scores.clone() - scores.detach());
     let rows = pd.clone().sum_dim(3);
     p.clone() + pd - p * rows
+}
+
+/// One chunk of [`elementwise`]: the values into `y`, and the derivatives into `dy` if given.
+struct MapChunk<'a, F> {
+    y: &'a mut [f32],
+    dy: Option<&'a mut [f32]>,
+    x: &'a [f32],
+    f: &'a F,
+}
+
+impl<F: Fn(f32) -> (f32, f32)> simd::Kernel for MapChunk<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (y, x, f) = (self.y, self.x, self.f);
+        match self.dy {
+            Some(dy) => {
+                for i in 0..x.len() {
+                    (y[i], dy[i]) = f(x[i]);
+                }
+            }
+            None => {
+                for i in 0..x.len() {
+                    y[i] = f(x[i]).0;
+                }
+            }
+        }
+    }
+}
+
+/// One row of [`causal_softmax`]: the softmax of the positions seen, zeros after them.
+struct SoftmaxRow<'a>((&'a mut [f32], &'a mut [f32]));
+
+impl simd::Kernel for SoftmaxRow<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (seen, hidden) = self.0;
+        let max = row_max(seen);
+        let inv = 1.0 / exp_shifted_sum(seen, max);
+        for v in seen.iter_mut() {
+            *v *= inv;
+        }
+        hidden.fill(0.0);
+    }
 }
 
 /// SiLU `x · sigmoid(x)` and its derivative `s · (1 + x · (1 − s))`.

@@ -28,12 +28,31 @@ pub fn update(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: AdamWSt
     let decay = (1.0 - s.lr * s.weight_decay as f64) as f32;
     let lr = s.lr as f32;
     const CHUNK: usize = 1 << 14;
+    let constants = [b1, b2, f1, f2, c1, c2, eps, decay, lr];
     w.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).zip(g.par_chunks(CHUNK)).for_each(|((w, (m, v)), g)| {
+        super::simd::vectorized(Chunk { w, m, v, g, constants })
+    });
+}
+
+/// One chunk of [`update`].
+struct Chunk<'a> {
+    w: &'a mut [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    g: &'a [f32],
+    constants: [f32; 9],
+}
+
+impl super::simd::Kernel for Chunk<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Chunk { w, m, v, g, constants: [b1, b2, f1, f2, c1, c2, eps, decay, lr] } = self;
         for i in 0..w.len() {
             m[i] = m[i] * b1 + g[i] * f1;
             v[i] = v[i] * b2 + g[i] * g[i] * f2;
             let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
             w[i] = w[i] * decay - delta * lr;
         }
-    });
+    }
 }

@@ -3,6 +3,7 @@
 //! in cache and the rows spread over the threads. On Flex this replaces a dozen single-threaded
 //! whole-tensor passes (each with its own allocation) of the tensor-op formulation.
 
+use super::simd::{Kernel, vectorized};
 use super::{exp_shifted_sum, row_max};
 use rayon::prelude::*;
 
@@ -16,18 +17,7 @@ pub fn nll_and_grad(logits: &mut [f32], vocab: usize, targets: &[u32], weights: 
     logits
         .par_chunks_mut(vocab)
         .zip(targets.par_iter().zip(weights.par_iter()))
-        .map(|(row, (&target, &w))| {
-            let target = target as usize;
-            let target_logit = row[target];
-            let max = row_max(row);
-            let sum = exp_shifted_sum(row, max);
-            let scale = w / sum;
-            for v in row.iter_mut() {
-                *v *= scale;
-            }
-            row[target] -= w;
-            sum.ln() + max - target_logit
-        })
+        .map(|(row, (&target, &w))| vectorized(NllGradRow { row, target: target as usize, weight: w }))
         .collect()
 }
 
@@ -37,12 +27,48 @@ pub fn nll(logits: &mut [f32], vocab: usize, targets: &[u32]) -> Vec<f32> {
     logits
         .par_chunks_mut(vocab)
         .zip(targets.par_iter())
-        .map(|(row, &target)| {
-            let target_logit = row[target as usize];
-            let max = row_max(row);
-            exp_shifted_sum(row, max).ln() + max - target_logit
-        })
+        .map(|(row, &target)| vectorized(NllRow { row, target: target as usize }))
         .collect()
+}
+
+/// One row of [`nll_and_grad`].
+struct NllGradRow<'a> {
+    row: &'a mut [f32],
+    target: usize,
+    weight: f32,
+}
+
+impl Kernel for NllGradRow<'_> {
+    type Output = f32;
+    #[inline(always)]
+    fn run(self) -> f32 {
+        let (row, target, w) = (self.row, self.target, self.weight);
+        let target_logit = row[target];
+        let max = row_max(row);
+        let sum = exp_shifted_sum(row, max);
+        let scale = w / sum;
+        for v in row.iter_mut() {
+            *v *= scale;
+        }
+        row[target] -= w;
+        sum.ln() + max - target_logit
+    }
+}
+
+/// One row of [`nll`].
+struct NllRow<'a> {
+    row: &'a mut [f32],
+    target: usize,
+}
+
+impl Kernel for NllRow<'_> {
+    type Output = f32;
+    #[inline(always)]
+    fn run(self) -> f32 {
+        let target_logit = self.row[self.target];
+        let max = row_max(self.row);
+        exp_shifted_sum(self.row, max).ln() + max - target_logit
+    }
 }
 
 #[cfg(test)]
