@@ -139,6 +139,8 @@ fn cpu_description() -> serde_json::Value {
         "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "threads_per_core": field("siblings").zip(field("cpu cores")).and_then(|(s, c)| Some(s.parse::<f64>().ok()? / c.parse::<f64>().ok()?)),
         "rayon_num_threads_env": std::env::var("RAYON_NUM_THREADS").ok(),
+        // What infini's own host loops were compiled for here (INFINI_SIMD caps it).
+        "host_loops_isa": format!("{:?}", infini_model::host::simd::isa()).to_lowercase(),
     })
 }
 
