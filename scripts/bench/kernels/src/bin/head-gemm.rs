@@ -28,6 +28,12 @@ fn main() {
     let g2 = best(|| unsafe { gemm::gemm(t, d, v, gh.as_mut_ptr(), 1, d as isize, false, g.as_ptr(), 1, v as isize, w.as_ptr(), v as isize, 1, 0.0f32, 1.0f32, false, false, false, p) });
     // gW = hᵀ·g: hᵀ[d,t] has column stride d, row stride 1
     let g3 = best(|| unsafe { gemm::gemm(d, v, t, gw.as_mut_ptr(), 1, v as isize, false, h.as_ptr(), d as isize, 1, g.as_ptr(), 1, v as isize, 0.0f32, 1.0f32, false, false, false, p) });
+    // the same g·Wᵀ computed as its transpose W·gᵀ into gh's layout (gemm sees m = d, n = t)
+    let g2t = best(|| unsafe { gemm::gemm(d, t, v, gh.as_mut_ptr(), d as isize, 1, false, w.as_ptr(), 1, v as isize, g.as_ptr(), v as isize, 1, 0.0f32, 1.0f32, false, false, false, p) });
+    // g·Wᵀ in vocabulary blocks of 4096, accumulating (the rows of W and g stay in cache)
+    let blk = 4096;
+    let g2b = best(|| { for (i, c) in (0..v).step_by(blk).enumerate() { let n = blk.min(v - c); unsafe { gemm::gemm(t, d, n, gh.as_mut_ptr(), 1, d as isize, i > 0, g.as_ptr().add(c), 1, v as isize, w.as_ptr().add(c), v as isize, 1, 1.0f32, 1.0f32, false, false, false, p) } } });
+    println!("grad h as (W·gᵀ)ᵀ: {:.1} GFLOP/s; in vocabulary blocks of {blk}: {:.1} GFLOP/s", flop / g2t, flop / g2b);
     println!("t={t} d={d} v={v} threads={th}");
     for (name, a, b) in [("logits = h·W", f1, g1), ("grad h = g·Wᵀ", f2, g2), ("grad W = hᵀ·g", f3, g3)] {
         println!("{name:<16} faer {:>6.1} GFLOP/s   gemm {:>6.1} GFLOP/s   ({:.2}x)", flop / a, flop / b, b / a);
