@@ -117,7 +117,10 @@ pub fn elementwise<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> (f32, f32) +
     let device = x.device();
     let shape = x.shape();
     let tracked = x.is_tracked();
-    let values = x.clone().detach().into_data().try_into_vec::<f32>().expect("f32 tensor");
+    // Read in place (`as_slice`): turning the data into a Vec would copy it once more, its
+    // alignment being Flex's 16 bytes, not f32's 4.
+    let data = x.clone().detach().into_data();
+    let values = data.as_slice::<f32>().expect("f32 tensor");
     let mut y = vec![0f32; values.len()];
     let mut dy = if tracked { vec![0f32; values.len()] } else { Vec::new() };
     if tracked {
@@ -145,9 +148,11 @@ pub fn causal_softmax(scores: Tensor<4>) -> Tensor<4> {
     assert_eq!(dims[2], t, "causal_softmax needs square scores, got {dims:?}");
     let device = scores.device();
     let tracked = scores.is_tracked();
-    let mut p = scores.clone().detach().into_data().try_into_vec::<f32>().expect("f32 tensor");
-    p.par_chunks_mut(t).enumerate().for_each(|(r, row)| simd::vectorized(SoftmaxRow(row.split_at_mut(r % t + 1))));
-    let p = Tensor::<4>::from_data(TensorData::new(p, dims), &device);
+    // In place in the data read back, which then becomes the tensor (no further copy).
+    let mut p = scores.clone().detach().into_data();
+    let rows = p.as_mut_slice::<f32>().expect("f32 tensor");
+    rows.par_chunks_mut(t).enumerate().for_each(|(r, row)| simd::vectorized(SoftmaxRow(row.split_at_mut(r % t + 1))));
+    let p = Tensor::<4>::from_data(p, &device);
     if !tracked {
         return p;
     }
