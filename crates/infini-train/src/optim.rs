@@ -70,15 +70,25 @@ impl Optimizer for AdamW {
             return self.inner.step(lr, tensor, grad, state);
         }
         let shape = tensor.shape();
-        let vec = |t: Tensor<D>| t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor");
-        let (mut w, g) = (vec(tensor), vec(grad));
+        // The values are updated in the data read back, which then becomes the tensor again: no
+        // copies where Flex holds the only reference (turning the data into Vecs would copy each,
+        // its alignment being Flex's 16 bytes, not f32's 4).
+        let zeros = || TensorData::new(vec![0f32; shape.num_elements()], shape.clone());
+        let (mut w, g) = (tensor.into_data(), grad.into_data());
         let (time, mut m, mut v) = match state {
-            Some(s) => (s.momentum.time + 1, vec(s.momentum.moment_1), vec(s.momentum.moment_2)),
-            None => (1, vec![0.0; g.len()], vec![0.0; g.len()]),
+            Some(s) => (s.momentum.time + 1, s.momentum.moment_1.into_data(), s.momentum.moment_2.into_data()),
+            None => (1, zeros(), zeros()),
         };
         let step = AdamWStep { lr, beta_1: self.beta_1, beta_2: self.beta_2, epsilon: self.epsilon, weight_decay: self.weight_decay, time };
-        infini_model::host::adamw::update(&mut w, &mut m, &mut v, &g, step);
-        let tensor = |values: Vec<f32>| Tensor::<D>::from_data(TensorData::new(values, shape.clone()), &device);
+        let f32s = "AdamW state and weights are f32";
+        infini_model::host::adamw::update(
+            w.as_mut_slice::<f32>().expect(f32s),
+            m.as_mut_slice::<f32>().expect(f32s),
+            v.as_mut_slice::<f32>().expect(f32s),
+            g.as_slice::<f32>().expect(f32s),
+            step,
+        );
+        let tensor = |data: TensorData| Tensor::<D>::from_data(data, &device);
         let momentum = AdaptiveMomentumState { time, moment_1: tensor(m), moment_2: tensor(v), max_moment_2: None };
         (tensor(w), Some(AdamWState { momentum }))
     }
