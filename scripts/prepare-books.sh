@@ -13,23 +13,4 @@ if [ ! -f data/tokenizer-books-4k.json ]; then
 else
   echo "data/tokenizer-books-4k.json exists"
 fi
-out=data/prepared-books-4k
-prepare() { $infini data prepare --dataset datasets/standin-books.toml --tokenizer data/tokenizer-books-4k.json --out "$out"; }
-if [ -f "$out/manifest.json" ]; then
-  # Done before: prepare only checks it (quick). Shards made by an older infini (another
-  # prepared-data format) cannot be read by this one: they are set aside, not deleted, and made
-  # again from the corpus.
-  if said=$(prepare 2>&1); then
-    echo "$said"
-  elif grep -q "uses prepared-data format" <<<"$said"; then
-    old="$out.old-format-$(date +%Y%m%d-%H%M%S)"
-    echo "$out was made by an older infini: moved to $old, preparing again"
-    mv "$out" "$old"
-    prepare
-  else
-    echo "$said" >&2
-    exit 1
-  fi
-else
-  prepare
-fi
+$infini data prepare --dataset datasets/standin-books.toml --tokenizer data/tokenizer-books-4k.json --out data/prepared-books-4k

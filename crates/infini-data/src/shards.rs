@@ -192,6 +192,14 @@ pub fn prepare(corpus: &Corpus, tokenizer: &Tokenizer, out: &Path, options: &Pre
         source_fingerprint: fingerprint(corpus)?,
         shard_tokens: options.shard_tokens,
     };
+    if let Some(version) = other_format(out) {
+        let aside = set_aside(out, version)?;
+        eprintln!(
+            "{} was prepared by another version of infini (format {version}, this one reads {FORMAT_VERSION}): moved it to {}, preparing again",
+            out.display(),
+            aside.display()
+        );
+    }
     let manifest_path = out.join("manifest.json");
     if manifest_path.exists() {
         let existing: Manifest = read_json(&manifest_path).map_err(|_| old_format(out, &manifest_path))?;
@@ -594,6 +602,27 @@ fn out_of_range(bin: &Path, id: u32, vocab: usize, dir: &Path) -> String {
     )
 }
 
+/// The prepared-data format of the folder `dir` (from its manifest, or the state of an
+/// interrupted preparation) if it is another than [`FORMAT_VERSION`].
+fn other_format(dir: &Path) -> Option<u64> {
+    ["manifest.json", "prepare.json"].iter().find_map(|name| {
+        let text = fs::read_to_string(dir.join(name)).ok()?;
+        let version = serde_json::from_str::<serde_json::Value>(&text).ok()?.get("format_version")?.as_u64()?;
+        (version != FORMAT_VERSION as u64).then_some(version)
+    })
+}
+
+/// Renames `dir` to `<dir>.format-<version>` (numbered if that is taken) and returns the new path.
+fn set_aside(dir: &Path, version: u64) -> Result<PathBuf> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let free = (0..1000)
+        .map(|i| dir.with_file_name(if i == 0 { format!("{name}.format-{version}") } else { format!("{name}.format-{version}-{i}") }))
+        .find(|p| !p.exists())
+        .ok_or_else(|| DataError(format!("{}: no free name to set it aside; move it yourself", dir.display())))?;
+    fs::rename(dir, &free).map_err(|e| DataError(format!("cannot move {} aside to {}: {e}", dir.display(), free.display())))?;
+    Ok(free)
+}
+
 /// The error for a folder this version cannot read (older layouts fail to parse as a manifest).
 fn old_format(dir: &Path, file: &Path) -> DataError {
     let found = fs::read_to_string(file)
@@ -604,7 +633,7 @@ fn old_format(dir: &Path, file: &Path) -> DataError {
         Some(v) if v != FORMAT_VERSION as u64 => format!("uses prepared-data format {v}, but this infini reads format {FORMAT_VERSION} (documents end with <|endoftext|>)"),
         _ => format!("has an unreadable {}", file.file_name().unwrap_or_default().to_string_lossy()),
     };
-    DataError(format!("{} {what}; delete it and run `infini data prepare` again", dir.display()))
+    DataError(format!("{} {what}; run `infini data prepare` again (it sets this folder aside)", dir.display()))
 }
 
 /// One split's documents, memory-mapped.

@@ -212,12 +212,15 @@ fn corrupt_shards_and_old_formats_give_one_line_errors() {
     one_line(PreparedData::open(&out).unwrap().split(Split::Train).err().unwrap().to_string(), &["00000.bin", "corrupt"]);
     fs::write(&bin, &good).unwrap();
 
-    // A folder of the previous format (documents without <|endoftext|>): open and prepare both
-    // say to prepare again, and prepare does not touch it.
+    // A folder of the previous format (documents without <|endoftext|>): opening it says to
+    // prepare again; prepare moves it aside intact and makes a readable one.
     let manifest = out.join("manifest.json");
     let text = fs::read_to_string(&manifest).unwrap().replace("\"format_version\": 2", "\"format_version\": 1");
     fs::write(&manifest, &text).unwrap();
     one_line(PreparedData::open(&out).err().unwrap().to_string(), &["format 1", "infini data prepare"]);
-    one_line(prepare(&corpus, &tok, &out, &PrepareOptions::default()).err().unwrap().to_string(), &["format 1", "delete it"]);
-    assert_eq!(fs::read_to_string(&manifest).unwrap(), text);
+    prepare(&corpus, &tok, &out, &PrepareOptions::default()).unwrap();
+    let aside = dir.path().join("prepared.format-1");
+    assert_eq!(fs::read_to_string(aside.join("manifest.json")).unwrap(), text, "the old folder is kept as it was");
+    assert_eq!(fs::read(aside.join("train/00000.bin")).unwrap(), good);
+    PreparedData::open(&out).unwrap().verify().unwrap();
 }
