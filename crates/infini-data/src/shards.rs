@@ -202,10 +202,8 @@ pub fn prepare(corpus: &Corpus, tokenizer: &Tokenizer, out: &Path, options: &Pre
     }
     let manifest_path = out.join("manifest.json");
     if manifest_path.exists() {
+        // (A folder of another format was set aside above.)
         let existing: Manifest = read_json(&manifest_path).map_err(|_| old_format(out, &manifest_path))?;
-        if existing.format_version != FORMAT_VERSION {
-            return Err(old_format(out, &manifest_path));
-        }
         if existing.tokenizer_hash != state.tokenizer_hash {
             return fail(format!(
                 "{} was prepared with another tokenizer (sha256 {}…, this one {}…); choose a new --out or delete it",
@@ -227,9 +225,6 @@ pub fn prepare(corpus: &Corpus, tokenizer: &Tokenizer, out: &Path, options: &Pre
     let state_path = out.join("prepare.json");
     if state_path.exists() {
         let previous: PrepareState = read_json(&state_path)?;
-        if previous.format_version != FORMAT_VERSION {
-            return Err(old_format(out, &state_path));
-        }
         if previous != state {
             return fail(format!(
                 "{} holds an interrupted preparation of other data or with another tokenizer; choose a new --out or delete it",

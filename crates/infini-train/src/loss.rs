@@ -41,8 +41,8 @@ pub fn segment_nll(model: &InfiniLm, segment: &SegmentBatch, memory: MemoryState
     let host_nll = |nll: Vec<f32>| Tensor::<2>::from_data(TensorData::new(nll, [b, n]), device) * mask.clone();
     if let Some(head) = head {
         let (hidden, memory) = model.forward_embedded(model.embed(inputs), memory, &segment.reset);
-        let h = hidden.reshape([b * n, head.d_model()]).into_data().try_into_vec::<f32>().expect("hidden states are f32");
-        let mut logits = head.logits(&h);
+        let h = hidden.reshape([b * n, head.d_model()]).into_data();
+        let mut logits = head.logits(h.as_slice::<f32>().expect("hidden states are f32"));
         return (host_nll(infini_model::host::vocab_nll::nll(&mut logits, head.vocab(), &segment.targets)), memory);
     }
     let (logits, memory) = model.forward(inputs, memory, &segment.reset);
@@ -128,10 +128,11 @@ pub fn head_grad(model: &InfiniLm, hidden: Tensor<3>, segment: &SegmentBatch, sc
     };
     let (nll_sum, grad_hidden) = match &mut sum.path {
         HeadPath::Host { head, sum, added } => {
-            let h = h.into_data().try_into_vec::<f32>().expect("hidden states are f32");
-            let mut g = head.logits(&h);
+            let h = h.into_data();
+            let h = h.as_slice::<f32>().expect("hidden states are f32");
+            let mut g = head.logits(h);
             let nll = infini_model::host::vocab_nll::nll_and_grad(&mut g, head.vocab(), &segment.targets, &weights());
-            head.add_grad_weight(sum, &h, &g);
+            head.add_grad_weight(sum, h, &g);
             *added = true;
             let grad_hidden = Tensor::<2>::from_data(TensorData::new(head.grad_hidden(&g), [t, d]), device);
             (masked_sum(&nll), grad_hidden)

@@ -11,7 +11,7 @@
 //! [`HostHead`] holds one copy of the head's weight for as long as the weight does not change
 //! (a training step, an evaluation). The arithmetic is gemm's, as through Flex.
 
-use burn::tensor::Device;
+use burn::tensor::{Device, TensorData};
 
 use super::fused;
 use crate::model::InfiniLm;
@@ -98,7 +98,9 @@ fn product(a: Mat, b: Mat) -> Vec<f32> {
 
 /// The output head `W: [d_model, vocab]` of a model, copied out once for the host products.
 pub struct HostHead {
-    data: Vec<f32>,
+    /// The weight's values, read back once (as `TensorData`, read in place: a `Vec` would copy
+    /// them once more).
+    data: TensorData,
     d: usize,
     vocab: usize,
     /// Whether `data` is the embedding `[vocab, d]` (tied head: `W = Eᵀ`) rather than `[d, vocab]`.
@@ -117,7 +119,8 @@ impl HostHead {
             None => (model.embedding.weight.val(), true),
         };
         let dims = weight.dims();
-        let data = weight.into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
+        let data = weight.into_data();
+        data.as_slice::<f32>().ok()?;
         let (d, vocab) = if transposed { (dims[1], dims[0]) } else { (dims[0], dims[1]) };
         Some(Self { data, d, vocab, transposed })
     }
@@ -133,10 +136,11 @@ impl HostHead {
     }
 
     fn w(&self) -> Mat<'_> {
+        let data = self.data.as_slice::<f32>().expect("checked f32 in `of`");
         if self.transposed {
-            Mat::row_major(&self.data, self.vocab, self.d).t()
+            Mat::row_major(data, self.vocab, self.d).t()
         } else {
-            Mat::row_major(&self.data, self.d, self.vocab)
+            Mat::row_major(data, self.d, self.vocab)
         }
     }
 
