@@ -207,6 +207,10 @@ fn diagnose(model: &infini_model::InfiniLm, config: &infini_model::ModelConfig, 
             let cells: Vec<String> = share.iter().zip(ratio).map(|(s, q)| format!("{:>6.2}% ({q:>7.1}x)", 100.0 * s)).collect();
             println!("  layer {l}: {}", cells.join("  "));
         }
+        println!("  size of the question's read ‖σ(q)M / σ(q)z‖ (before the gate):");
+        for (l, norms) in r.read_norm.iter().enumerate() {
+            println!("  layer {l}: {}", norms.iter().map(|n| format!("{n:>8.3}")).collect::<Vec<_>>().join("  "));
+        }
     }
 }
 

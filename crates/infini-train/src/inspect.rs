@@ -60,6 +60,10 @@ pub struct RetrievalShare {
     /// Per layer, per head: the mean weight of a focus token over that of any other token
     /// held (1 = the read does not tell them apart).
     pub ratio: Vec<Vec<f64>>,
+    /// Per layer, per head: ‖σ(q)M / σ(q)z‖₂, the size of what the last token reads (before the
+    /// gate). Under the delta rule a repeated filler stops adding to M while z still grows, so
+    /// this falls with the length even where `share` holds.
+    pub read_norm: Vec<Vec<f64>>,
 }
 
 /// See [`RetrievalShare`]; `prompt` is read whole segments at a time (Infini-attention only).
@@ -74,12 +78,14 @@ pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], f
     let mut memory = MemoryState::empty(config, 1, device);
     let mut share = Vec::new();
     let mut ratio = Vec::new();
+    let mut read_norm = Vec::new();
     let memory_tokens = last_start;
     let focus_tokens = focus.start.min(last_start)..focus.end.min(last_start);
     for start in (0..prompt.len()).step_by(n) {
         let chunk = &prompt[start..(start + n).min(prompt.len())];
         let ids: Vec<i64> = chunk.iter().map(|&t| t as i64).collect();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, chunk.len()]), device);
+        let before = (start == last_start).then(|| memory.clone());
         let (inputs, next) = model.attention_inputs(tokens, memory);
         memory = next;
         for (layer, x) in inputs.into_iter().enumerate() {
@@ -98,6 +104,10 @@ pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], f
                 let q = infini_model::sigma(attn.wq.forward(x).slice([0..1, t - 1..t]).reshape([h, dk]));
                 let weight = |s: Tensor<2>| per_head((q.clone() * s).sum_dim(1).reshape([1, h]));
                 let (f, all) = (weight(focus_sum[layer].clone()), weight(total_sum[layer].clone()));
+                let held = before.as_ref().and_then(|m| m.layers[layer].compressive()).expect("the last segment reads a compressive memory");
+                let read = held.retrieve(q.clone().reshape([1, h, 1, dk]));
+                let dv = read.dims()[3];
+                read_norm.push(per_head(read.reshape([h, dv]).powi_scalar(2).sum_dim(1).sqrt().reshape([1, h])));
                 let held = focus_tokens.len() as f64;
                 let other = (memory_tokens as f64 - held).max(1.0);
                 share.push(f.iter().zip(&all).map(|(f, a)| f / a.max(1e-30)).collect());
@@ -107,5 +117,5 @@ pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], f
             }
         }
     }
-    RetrievalShare { memory_tokens, focus_tokens: focus_tokens.len(), share, ratio }
+    RetrievalShare { memory_tokens, focus_tokens: focus_tokens.len(), share, ratio, read_norm }
 }

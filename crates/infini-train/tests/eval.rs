@@ -122,3 +122,47 @@ fn inspect_reads_whole_segments_into_the_memory_as_forward_does() {
         }
     }
 }
+
+#[test]
+fn retrieval_share_and_read_size_match_a_hand_computation() {
+    let device = Device::flex();
+    let config = config(MemoryKind::Delta);
+    let model = config.init(&device);
+    let prompt = &documents(&[8 * 3 + 5], config.vocab_size)[0].1;
+    let (h, dk) = (config.n_heads, config.head_dim());
+    let all = infini_train::inspect::retrieval_share(&model, &config, prompt, 0..24, &device);
+    assert_eq!((all.memory_tokens, all.focus_tokens), (24, 24));
+    for share in all.share.iter().flatten() {
+        assert!((share - 1.0).abs() <= 1e-5, "the whole memory is the focus: share {share}");
+    }
+    let part = infini_train::inspect::retrieval_share(&model, &config, prompt, 8..16, &device);
+    for share in part.share.iter().flatten() {
+        assert!(*share > 0.0 && *share < 1.0, "one segment of three: share {share}");
+    }
+    // Reference: the memory after the three whole segments, and the last token's σ(q)M / σ(q)z in f64.
+    let mut memory = MemoryState::empty(&config, 1, &device);
+    for chunk in prompt[..24].chunks(8) {
+        let ids: Vec<i64> = chunk.iter().map(|&t| t as i64).collect();
+        memory = model.forward(Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 8]), &device), memory, &[]).1;
+    }
+    let ids: Vec<i64> = prompt[24..].iter().map(|&t| t as i64).collect();
+    let (inputs, _) = model.attention_inputs(Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 5]), &device), memory.clone());
+    let f64s = |t: Tensor<2>| t.into_data().convert::<f64>().try_into_vec::<f64>().unwrap();
+    for (layer, x) in inputs.into_iter().enumerate() {
+        let q = f64s(model.blocks[layer].attn.wq.forward(x).reshape([5, h * dk]).slice([4..5, 0..h * dk]));
+        let mem = memory.layers[layer].compressive().unwrap();
+        let m = f64s(mem.m.clone().reshape([h * dk, dk]));
+        let z = f64s(mem.z.clone().reshape([1, h * dk]));
+        for head in 0..h {
+            let sq: Vec<f64> = (0..dk).map(|i| q[head * dk + i]).map(|x| if x > 0.0 { x + 1.0 } else { x.exp() }).collect();
+            let denom: f64 = (0..dk).map(|i| sq[i] * z[head * dk + i]).sum();
+            let norm = (0..dk)
+                .map(|j| (0..dk).map(|i| sq[i] * m[(head * dk + i) * dk + j]).sum::<f64>() / denom)
+                .map(|r| r * r)
+                .sum::<f64>()
+                .sqrt();
+            let got = part.read_norm[layer][head];
+            assert!((got - norm).abs() <= 1e-4 * norm, "layer {layer} head {head}: {got} vs {norm}");
+        }
+    }
+}
