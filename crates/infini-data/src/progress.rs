@@ -103,7 +103,7 @@ impl Progress {
             let eta = (total.saturating_sub(self.position)) as f64 / rate.max(1e-9);
             line += &format!("/{total} ({pct:.0}%, ETA {})", human_duration(eta));
         }
-        line += &format!(", {:.0} {}/s", rate, self.unit);
+        line += &format!(", {} {}/s", human_rate(rate), self.unit);
         if !self.message.is_empty() {
             line += &format!(", {}", self.message);
         }
@@ -119,6 +119,17 @@ impl Progress {
     }
 }
 
+/// A rate with the digits that matter: `1234.5` → `"1234"`, `5.432` → `"5.4"`, `0.5432` → `"0.54"`.
+pub fn human_rate(rate: f64) -> String {
+    if rate >= 10.0 {
+        format!("{rate:.0}")
+    } else if rate >= 1.0 {
+        format!("{rate:.1}")
+    } else {
+        format!("{rate:.2}")
+    }
+}
+
 /// `3725.0` → `"1h02m"`, `95.0` → `"1m35s"`, `4.2` → `"4.2s"`.
 pub fn human_duration(seconds: f64) -> String {
     if !seconds.is_finite() {
@@ -131,5 +142,18 @@ pub fn human_duration(seconds: f64) -> String {
         format!("{}m{:02}s", s / 60, s % 60)
     } else {
         format!("{seconds:.1}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_rates_keep_their_digits() {
+        assert_eq!(human_rate(1234.5), "1234");
+        assert_eq!(human_rate(5.432), "5.4");
+        assert_eq!(human_rate(0.5432), "0.54", "a step every 1.8 s is not '1 steps/s'");
+        assert_eq!(human_duration(95.0), "1m35s");
     }
 }

@@ -56,7 +56,8 @@ pub struct Summary {
     pub checkpoint: Option<PathBuf>,
     /// Whether Ctrl-C stopped the run early.
     pub interrupted: bool,
-    /// Mean training tokens per second of this process.
+    /// Mean training tokens read per second by this process (every input position, also those
+    /// outside the loss).
     pub tokens_per_s: f64,
 }
 
@@ -272,7 +273,8 @@ impl Trainer {
 
     /// One optimizer step: (loss, grad norm, targets, memory norm, applied). A step whose loss
     /// or gradient is not finite is not applied.
-    fn step(&mut self, poison: bool) -> (f64, f64, u64, Option<f64>, bool) {
+    /// One optimizer step: (loss, gradient norm, loss targets, input tokens read, memory norm, ok).
+    fn step(&mut self, poison: bool) -> (f64, f64, u64, u64, Option<f64>, bool) {
         let k = self.config.segments_per_example();
         let window = self.config.window();
         let align = self.config.data.align_documents;
@@ -280,6 +282,8 @@ impl Trainer {
             .map(|_| if align { self.stream.next_aligned_example(k) } else { self.stream.next_example(k) })
             .collect();
         let targets: usize = examples.iter().flatten().map(SegmentBatch::num_targets).sum();
+        // Every input position is computed, also those outside the loss (data.loss_on = "answers").
+        let inputs_read: usize = examples.iter().flatten().map(|s| s.batch * s.segment_len).sum();
         let scale = if poison { f64::NAN } else { 1.0 / targets.max(1) as f64 };
         // Dropout draws from the device RNG: seeding it per step keeps resumed runs identical.
         let step_seed = self.config.train.seed.wrapping_add(self.state.step.wrapping_mul(0x9e37_79b9));
@@ -340,7 +344,7 @@ impl Trainer {
             // mid-document with an empty memory.
             self.carried = carried_before.filter(memory_is_finite);
         }
-        (loss_total, norm, targets as u64, memory_norm, ok)
+        (loss_total, norm, targets as u64, inputs_read as u64, memory_norm, ok)
     }
 
     /// Mean sigmoid(β) per layer, as one-value tensors still on the device.
@@ -430,14 +434,15 @@ pub fn train(config: RunConfig, start: Start, options: RunOptions) -> Result<Sum
     while t.state.step < last {
         let started = Instant::now();
         let poison = options.poison_steps.as_ref().is_some_and(|r| r.contains(&t.state.step));
-        let (loss, grad_norm, tokens, memory_norm, ok) = t.step(poison);
+        let (loss, grad_norm, tokens, read, memory_norm, ok) = t.step(poison);
         let seconds = started.elapsed().as_secs_f64();
         let lr = learning_rate(&t.config.train, t.state.step);
         t.state.step += 1;
         t.state.tokens += tokens;
         t.state.seconds += seconds;
-        run_tokens += tokens;
-        let tokens_per_s = tokens as f64 / seconds.max(1e-9);
+        // Throughput counts the tokens the model read, not only those in the loss.
+        run_tokens += read;
+        let tokens_per_s = read as f64 / seconds.max(1e-9);
         if ok {
             t.state.bad_in_row = 0;
         } else {
