@@ -191,11 +191,15 @@ fn diagnose(model: &infini_model::InfiniLm, config: &infini_model::ModelConfig, 
     for (l, g) in gates.iter().enumerate() {
         println!("  layer {l}: {}", g.iter().map(|g| format!("{g:.3}")).collect::<Vec<_>>().join("  "));
     }
-    let key = 48_213;
+    let (key, other_key) = (48_213, 73_950);
     let sentence = encode(&infini_train::generate::passkey_sentence(key)).len();
     for &length in lengths {
         let (prompt, at) = infini_train::generate::passkey_prompt(encode, key, length, 0.5);
         let r = inspect::retrieval_share(model, config, &prompt, at..at + sentence, device);
+        // The same prompt with other digits in the key: what changes in the read is what carries the key.
+        let (other, other_at) = infini_train::generate::passkey_prompt(encode, other_key, length, 0.5);
+        let change = (other.len() == prompt.len() && other_at == at)
+            .then(|| inspect::read_change(&r, &inspect::retrieval_share(model, config, &other, at..at + sentence, device), config.n_heads));
         println!(
             "length {length}, key at depth 0.5: of the {} tokens in memory {} are the key sentence ({:.2}%)",
             r.memory_tokens,
@@ -210,6 +214,15 @@ fn diagnose(model: &infini_model::InfiniLm, config: &infini_model::ModelConfig, 
         println!("  size of the question's read ‖σ(q)M / σ(q)z‖ (before the gate):");
         for (l, norms) in r.read_norm.iter().enumerate() {
             println!("  layer {l}: {}", norms.iter().map(|n| format!("{n:>8.3}")).collect::<Vec<_>>().join("  "));
+        }
+        match change {
+            Some(change) => {
+                println!("  how much of the read changes with the key's digits ({key} vs {other_key}: ‖Δread‖ / ‖read‖):");
+                for (l, c) in change.iter().enumerate() {
+                    println!("  layer {l}: {}", c.iter().map(|c| format!("{:>7.2}%", 100.0 * c)).collect::<Vec<_>>().join("  "));
+                }
+            }
+            None => println!("  (the key {other_key} tokenizes to another length than {key}: no comparison of reads)"),
         }
     }
 }

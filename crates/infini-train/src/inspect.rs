@@ -64,6 +64,30 @@ pub struct RetrievalShare {
     /// gate). Under the delta rule a repeated filler stops adding to M while z still grows, so
     /// this falls with the length even where `share` holds.
     pub read_norm: Vec<Vec<f64>>,
+    /// Per layer: the read itself, `[heads · d_v]` (head-major), for comparing prompts.
+    #[serde(skip)]
+    pub read: Vec<Vec<f64>>,
+}
+
+/// Per layer and head, ‖a − b‖ / ‖a‖ of two reads (`read` of two [`RetrievalShare`]s of `heads`
+/// heads): how much of the question's read changes between two prompts, e.g. two that differ
+/// only in the key's digits (the part of the read that carries the key, whatever the update rule).
+pub fn read_change(a: &RetrievalShare, b: &RetrievalShare, heads: usize) -> Vec<Vec<f64>> {
+    a.read
+        .iter()
+        .zip(&b.read)
+        .map(|(a, b)| {
+            let dv = a.len() / heads;
+            (0..heads)
+                .map(|h| {
+                    let (a, b) = (&a[h * dv..(h + 1) * dv], &b[h * dv..(h + 1) * dv]);
+                    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+                    let size: f64 = a.iter().map(|x| x * x).sum();
+                    (diff / size.max(1e-300)).sqrt()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// See [`RetrievalShare`]; `prompt` is read whole segments at a time (Infini-attention only).
@@ -79,6 +103,7 @@ pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], f
     let mut share = Vec::new();
     let mut ratio = Vec::new();
     let mut read_norm = Vec::new();
+    let mut reads = Vec::new();
     let memory_tokens = last_start;
     let focus_tokens = focus.start.min(last_start)..focus.end.min(last_start);
     for start in (0..prompt.len()).step_by(n) {
@@ -107,7 +132,8 @@ pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], f
                 let held = before.as_ref().and_then(|m| m.layers[layer].compressive()).expect("the last segment reads a compressive memory");
                 let read = held.retrieve(q.clone().reshape([1, h, 1, dk]));
                 let dv = read.dims()[3];
-                read_norm.push(per_head(read.reshape([h, dv]).powi_scalar(2).sum_dim(1).sqrt().reshape([1, h])));
+                read_norm.push(per_head(read.clone().reshape([h, dv]).powi_scalar(2).sum_dim(1).sqrt().reshape([1, h])));
+                reads.push(per_head(read.reshape([1, h * dv])));
                 let held = focus_tokens.len() as f64;
                 let other = (memory_tokens as f64 - held).max(1.0);
                 share.push(f.iter().zip(&all).map(|(f, a)| f / a.max(1e-30)).collect());
@@ -117,5 +143,5 @@ pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], f
             }
         }
     }
-    RetrievalShare { memory_tokens, focus_tokens: focus_tokens.len(), share, ratio, read_norm }
+    RetrievalShare { memory_tokens, focus_tokens: focus_tokens.len(), share, ratio, read_norm, read: reads }
 }

@@ -139,6 +139,14 @@ fn retrieval_share_and_read_size_match_a_hand_computation() {
     for share in part.share.iter().flatten() {
         assert!(*share > 0.0 && *share < 1.0, "one segment of three: share {share}");
     }
+    // The read's change between prompts: none for the same prompt, some when a token in memory differs.
+    let same = infini_train::inspect::read_change(&part, &all, h);
+    assert!(same.iter().flatten().all(|&c| c == 0.0), "the same prompt reads the same: {same:?}");
+    let mut edited = prompt.clone();
+    edited[3] = (edited[3] + 1) % config.vocab_size as u32;
+    let other = infini_train::inspect::retrieval_share(&model, &config, &edited, 8..16, &device);
+    let change = infini_train::inspect::read_change(&part, &other, h);
+    assert!(change[0].iter().all(|&c| c > 1e-6), "a token of the first segment changed layer 0's memory: {:?}", change[0]);
     // Reference: the memory after the three whole segments, and the last token's σ(q)M / σ(q)z in f64.
     let mut memory = MemoryState::empty(&config, 1, &device);
     for chunk in prompt[..24].chunks(8) {
