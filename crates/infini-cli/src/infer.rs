@@ -60,8 +60,10 @@ pub struct PasskeyArgs {
     /// Also write the table as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Also show, for one prompt per length (key at the middle), each head's gate and how much
-    /// of its memory read the question puts on the key sentence versus the filler.
+    /// Also show, for one prompt per length (key at the middle), each head's gate, how much of
+    /// its memory read the question puts on the key sentence versus the filler, the size of
+    /// that read, and how much of it changes when only the key's digits change (the part that
+    /// carries the key, under either update rule).
     #[arg(long)]
     pub diagnose: bool,
     /// Compute backend: flex, wgpu or cuda.
