@@ -140,6 +140,26 @@ pub struct PasskeyCell {
     /// The same per position in the key (first digit first): a first digit found and later
     /// ones not means the memory is read but not in order.
     pub digit_accuracy_by_position: Vec<f64>,
+    /// Where the key's digits (its first mention) sit in their segment, per digit: the
+    /// position within the segment, 0 = a segment's first token, whose local attention sees no
+    /// token before it. From the cell's last prompt (the same for every trial when all keys
+    /// tokenize to the same length, as with `--split-digits`).
+    pub key_digit_offsets: Vec<usize>,
+}
+
+/// The in-segment position of each digit of the key's first mention, for a prompt whose key
+/// sentence starts at token `at` (`decode` one token at a time finds the digits).
+pub fn key_digit_offsets(prompt: &[u32], at: usize, decode: &dyn Fn(&[u32]) -> String, segment_len: usize) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    for (i, &token) in prompt.iter().enumerate().skip(at) {
+        let digits = decode(&[token]).chars().filter(char::is_ascii_digit).count();
+        offsets.extend(std::iter::repeat_n(i % segment_len, digits));
+        if offsets.len() >= KEY_DIGITS as usize {
+            break;
+        }
+    }
+    offsets.truncate(KEY_DIGITS as usize);
+    offsets
 }
 
 /// Digits of every passkey.
@@ -176,10 +196,12 @@ pub fn passkey_cell(
     let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
     let (mut correct, mut prefix) = (0, 0);
     let mut by_position = vec![0.0; KEY_DIGITS as usize];
+    let mut offsets = Vec::new();
     for _ in 0..trials {
         // Held-out keys only: synthetic training data never uses them.
         let key = rng.key(KEY_DIGITS, true);
-        let (prompt, _) = passkey_prompt(encode, key, length, depth);
+        let (prompt, at) = passkey_prompt(encode, key, length, depth);
+        offsets = key_digit_offsets(&prompt, at, decode, config.segment_len);
         let answer = generate(model, config, &prompt, 8, &greedy, None, device, |_| {});
         let said = first_number(&decode(&answer)).unwrap_or_default();
         let (exact, begins, digits) = score_answer(&key.to_string(), &said);
@@ -192,7 +214,7 @@ pub fn passkey_cell(
     let n = trials.max(1) as f64;
     let digit_accuracy_by_position: Vec<f64> = by_position.iter().map(|c| c / n).collect();
     let digit_accuracy = digit_accuracy_by_position.iter().sum::<f64>() / f64::from(KEY_DIGITS);
-    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / n, prefix_accuracy: prefix as f64 / n, digit_accuracy, digit_accuracy_by_position }
+    PasskeyCell { length, depth, trials, correct, accuracy: correct as f64 / n, prefix_accuracy: prefix as f64 / n, digit_accuracy, digit_accuracy_by_position, key_digit_offsets: offsets }
 }
 
 /// Parses `2K,8K,1M,500` (K = 1024, M = 1024²) into token counts.

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use infini_model::{MemoryState, ModelConfig};
-use infini_train::generate::{Sampling, first_number, generate, parse_lengths, passkey_prompt, passkey_sentence, score_answer};
+use infini_train::generate::{Sampling, first_number, generate, key_digit_offsets, parse_lengths, passkey_prompt, passkey_sentence, score_answer};
 use infini_train::generate::{PASSKEY_FILLER, PASSKEY_INSTRUCTION, PASSKEY_QUESTION};
 
 /// Greedy continuation by recomputing every segment from scratch for each new token.
@@ -90,4 +90,19 @@ fn passkey_answers_are_scored_exact_by_prefix_and_by_position() {
     // Too few digits: the missing positions are wrong.
     assert_eq!(score_answer("71432", "714"), (f, f, vec![t, t, t, f, f]));
     assert_eq!(score_answer("71432", ""), (f, f, vec![f; 5]));
+}
+
+#[test]
+fn key_digit_offsets_are_the_digits_positions_in_their_segments() {
+    let decode = |ids: &[u32]| ids.iter().map(|&c| char::from_u32(c).unwrap()).collect::<String>();
+    let (prompt, at) = passkey_prompt(&chars, 48213, 2000, 0.5);
+    // " The pass key is 48213.": the first digit is 17 characters into the sentence.
+    let first = at + passkey_sentence(48213).find('4').unwrap();
+    let want: Vec<usize> = (first..first + 5).map(|i| i % 32).collect();
+    assert_eq!(key_digit_offsets(&prompt, at, &decode, 32), want);
+    // A tokenizer that keeps the key whole: all five digits share their token's position.
+    let mut merged = prompt[..first].to_vec();
+    merged.push(0x10_0000);
+    let whole = |ids: &[u32]| ids.iter().map(|&c| if c == 0x10_0000 { "48213".to_string() } else { decode(&[c]) }).collect::<String>();
+    assert_eq!(key_digit_offsets(&merged, at, &whole, 32), vec![first % 32; 5]);
 }
