@@ -15,7 +15,7 @@
 #   runs/passkey-long-256   8,000 more steps at 256 tokens, lr 1e-3
 #   runs/passkey-long-1k    2,000 steps on documents of up to 1,024 tokens (a longer training length)
 #   runs/passkey-long-delta 1,000 steps at 1,024 with model.memory = "delta" (the same weights,
-#                           the delta update rule: the one lever that has moved 16x so far)
+#                           the delta update rule; it moved 16x in E12, not on this chain)
 # Usage: scripts/passkey-demo.sh [--trials N] [--seed S] [--longer]   (the passkey test's trials and key seed)
 set -euo pipefail
 cd "$(dirname "$0")/.."

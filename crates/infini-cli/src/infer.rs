@@ -214,7 +214,7 @@ fn diagnose(model: &infini_model::InfiniLm, config: &infini_model::ModelConfig, 
             println!("  layer {l}: {}", cells.join("  "));
         }
         println!("  size of the question's read ‖σ(q)M / σ(q)z‖ (before the gate):");
-        for (l, norms) in r.read_norm.iter().enumerate() {
+        for (l, norms) in r.read_norm(config.n_heads).iter().enumerate() {
             println!("  layer {l}: {}", norms.iter().map(|n| format!("{n:>8.3}")).collect::<Vec<_>>().join("  "));
         }
         match change {

@@ -600,11 +600,15 @@ fn out_of_range(bin: &Path, id: u32, vocab: usize, dir: &Path) -> String {
 /// The prepared-data format of the folder `dir` (from its manifest, or the state of an
 /// interrupted preparation) if it is another than [`FORMAT_VERSION`].
 fn other_format(dir: &Path) -> Option<u64> {
-    ["manifest.json", "prepare.json"].iter().find_map(|name| {
-        let text = fs::read_to_string(dir.join(name)).ok()?;
-        let version = serde_json::from_str::<serde_json::Value>(&text).ok()?.get("format_version")?.as_u64()?;
-        (version != FORMAT_VERSION as u64).then_some(version)
-    })
+    ["manifest.json", "prepare.json"]
+        .iter()
+        .find_map(|name| format_version(&dir.join(name)).filter(|&v| v != FORMAT_VERSION as u64))
+}
+
+/// The `format_version` a manifest or preparation state `file` records, if it can be read.
+fn format_version(file: &Path) -> Option<u64> {
+    let text = fs::read_to_string(file).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?.get("format_version")?.as_u64()
 }
 
 /// Renames `dir` to `<dir>.format-<version>` (numbered if that is taken) and returns the new path.
@@ -620,15 +624,18 @@ fn set_aside(dir: &Path, version: u64) -> Result<PathBuf> {
 
 /// The error for a folder this version cannot read (older layouts fail to parse as a manifest).
 fn old_format(dir: &Path, file: &Path) -> DataError {
-    let found = fs::read_to_string(file)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("format_version").and_then(|f| f.as_u64()));
-    let what = match found {
-        Some(v) if v != FORMAT_VERSION as u64 => format!("uses prepared-data format {v}, but this infini reads format {FORMAT_VERSION} (documents end with <|endoftext|>)"),
-        _ => format!("has an unreadable {}", file.file_name().unwrap_or_default().to_string_lossy()),
-    };
-    DataError(format!("{} {what}; run `infini data prepare` again (it sets this folder aside)", dir.display()))
+    match format_version(file) {
+        Some(v) if v != FORMAT_VERSION as u64 => DataError(format!(
+            "{} uses prepared-data format {v}, but this infini reads format {FORMAT_VERSION} (documents end with <|endoftext|>); run `infini data prepare` again (it sets this folder aside)",
+            dir.display()
+        )),
+        // Only a readable other format is set aside; anything else is left for the user.
+        _ => DataError(format!(
+            "{} has an unreadable {}; delete it or choose another folder, and run `infini data prepare`",
+            dir.display(),
+            file.file_name().unwrap_or_default().to_string_lossy()
+        )),
+    }
 }
 
 /// One split's documents, memory-mapped.

@@ -60,13 +60,19 @@ pub struct RetrievalShare {
     /// Per layer, per head: the mean weight of a focus token over that of any other token
     /// held (1 = the read does not tell them apart).
     pub ratio: Vec<Vec<f64>>,
-    /// Per layer, per head: ‖σ(q)M / σ(q)z‖₂, the size of what the last token reads (before the
-    /// gate). Under the delta rule a repeated filler stops adding to M while z still grows, so
-    /// this falls with the length even where `share` holds.
-    pub read_norm: Vec<Vec<f64>>,
-    /// Per layer: the read itself, `[heads · d_v]` (head-major), for comparing prompts.
-    #[serde(skip)]
+    /// Per layer: what the last token reads, σ(q)M / σ(q)z before the gate, `[heads · d_v]`
+    /// (head-major).
     pub read: Vec<Vec<f64>>,
+}
+
+impl RetrievalShare {
+    /// Per layer, per head: ‖σ(q)M / σ(q)z‖₂, the size of the read.
+    pub fn read_norm(&self, heads: usize) -> Vec<Vec<f64>> {
+        self.read
+            .iter()
+            .map(|read| read.chunks(read.len() / heads).map(|r| r.iter().map(|x| x * x).sum::<f64>().sqrt()).collect())
+            .collect()
+    }
 }
 
 /// Per layer and head, ‖a − b‖ / ‖a‖ of two reads (`read` of two [`RetrievalShare`]s of `heads`
@@ -102,7 +108,6 @@ pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], f
     let mut memory = MemoryState::empty(config, 1, device);
     let mut share = Vec::new();
     let mut ratio = Vec::new();
-    let mut read_norm = Vec::new();
     let mut reads = Vec::new();
     let memory_tokens = last_start;
     let focus_tokens = focus.start.min(last_start)..focus.end.min(last_start);
@@ -129,10 +134,9 @@ pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], f
                 let q = infini_model::sigma(attn.wq.forward(x).slice([0..1, t - 1..t]).reshape([h, dk]));
                 let weight = |s: Tensor<2>| per_head((q.clone() * s).sum_dim(1).reshape([1, h]));
                 let (f, all) = (weight(focus_sum[layer].clone()), weight(total_sum[layer].clone()));
-                let held = before.as_ref().and_then(|m| m.layers[layer].compressive()).expect("the last segment reads a compressive memory");
-                let read = held.retrieve(q.clone().reshape([1, h, 1, dk]));
+                let read_from = before.as_ref().and_then(|m| m.layers[layer].compressive()).expect("the last segment reads a compressive memory");
+                let read = read_from.retrieve(q.clone().reshape([1, h, 1, dk]));
                 let dv = read.dims()[3];
-                read_norm.push(per_head(read.clone().reshape([h, dv]).powi_scalar(2).sum_dim(1).sqrt().reshape([1, h])));
                 reads.push(per_head(read.reshape([1, h * dv])));
                 let held = focus_tokens.len() as f64;
                 let other = (memory_tokens as f64 - held).max(1.0);
@@ -143,5 +147,5 @@ pub fn retrieval_share(model: &InfiniLm, config: &ModelConfig, prompt: &[u32], f
             }
         }
     }
-    RetrievalShare { memory_tokens, focus_tokens: focus_tokens.len(), share, ratio, read_norm, read: reads }
+    RetrievalShare { memory_tokens, focus_tokens: focus_tokens.len(), share, ratio, read: reads }
 }

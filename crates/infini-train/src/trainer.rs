@@ -271,9 +271,8 @@ impl Trainer {
         writeln!(self.metrics, "{record}").map_err(|e| format!("cannot write metrics.jsonl: {e}"))
     }
 
-    /// One optimizer step: (loss, grad norm, targets, memory norm, applied). A step whose loss
-    /// or gradient is not finite is not applied.
-    /// One optimizer step: (loss, gradient norm, loss targets, input tokens read, memory norm, ok).
+    /// One optimizer step: (loss, gradient norm, loss targets, input tokens read, memory norm,
+    /// applied). A step whose loss or gradient is not finite is not applied.
     fn step(&mut self, poison: bool) -> (f64, f64, u64, u64, Option<f64>, bool) {
         let k = self.config.segments_per_example();
         let window = self.config.window();

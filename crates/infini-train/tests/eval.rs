@@ -169,7 +169,7 @@ fn retrieval_share_and_read_size_match_a_hand_computation() {
                 .map(|r| r * r)
                 .sum::<f64>()
                 .sqrt();
-            let got = part.read_norm[layer][head];
+            let got = part.read_norm(h)[layer][head];
             assert!((got - norm).abs() <= 1e-4 * norm, "layer {layer} head {head}: {got} vs {norm}");
         }
     }
