@@ -25,9 +25,12 @@ pub mod simd;
 pub mod vocab_nll;
 
 /// Whether the fused host paths serve tensors of `device`: those that live in this process's
-/// memory (Flex). Decided here only.
+/// memory (Flex). Decided here only. `INFINI_HOST_PATHS=0` turns them off, so that Flex runs the
+/// tensor-op paths that GPU backends take (to test those paths on any machine).
 pub fn fused(device: &Device) -> bool {
-    matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("INFINI_HOST_PATHS").map_or(true, |v| v.trim() != "0"))
+        && matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
 }
 
 /// `f` element-wise: one fused threaded pass for f32 tensors on Flex ([`elementwise`]), else

@@ -139,7 +139,9 @@ pub fn head_grad(model: &InfiniLm, hidden: Tensor<3>, segment: &SegmentBatch, sc
         }
         HeadPath::Tensors { fused, sum } => {
             let compute = model.compute();
-            let w = model.head_weight().detach();
+            // Untracked: `detach` keeps a parameter's require-grad flag, and a tracked weight
+            // would make the gradient below a graph node, which the optimizer cannot take.
+            let w = model.head_weight().detach().set_require_grad(false);
             let logits = matmul(h.clone(), w.clone(), compute);
             let (nll_sum, grad_logits) = if *fused {
                 let vocab = w.dims()[1];
