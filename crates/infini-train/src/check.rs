@@ -97,6 +97,8 @@ fn logits(model: &InfiniLm, config: &ModelConfig, segments: &[Vec<i64>], device:
 /// from the same weights.
 pub fn logits_match_flex(device: &Device) -> Result<String, String> {
     let flex = Device::flex();
+    // f32 products in TF32 (CUDA) carry about 5e-4 relative error each.
+    let bound = if crate::backend::tf32_matmul(device) { 2e-2 } else { 1e-4 };
     let mut worst = 0.0f64;
     for memory in [MemoryKind::Linear, MemoryKind::Delta, MemoryKind::None, MemoryKind::Xl] {
         let config = small(memory);
@@ -106,12 +108,12 @@ pub fn logits_match_flex(device: &Device) -> Result<String, String> {
             .collect();
         let reference = logits(&model, &config, &segments, &flex);
         let e = rel_err(&logits(&model.clone().to_device(device), &config, &segments, device), &reference);
-        if !(e <= 1e-4) {
-            return Err(format!("{memory:?} memory: logits differ from Flex's by {e:.1e} of the largest (bound 1e-4)"));
+        if !(e <= bound) {
+            return Err(format!("{memory:?} memory: logits differ from Flex's by {e:.1e} of the largest (bound {bound:.0e})"));
         }
         worst = worst.max(e);
     }
-    Ok(format!("within {worst:.1e} of Flex (bound 1e-4)"))
+    Ok(format!("within {worst:.1e} of Flex (bound {bound:.0e})"))
 }
 
 /// One token of the second segment changed: no logit before it moves, every one from it on does.
