@@ -10,7 +10,9 @@
 #   DIR/run.sh [--quick]                 on the GPU machine (copy DIR there): backend self-checks
 #                                        against Flex, training and evaluation benchmarks with
 #                                        tokens/s, TFLOP/s, MFU and peak GPU memory, data parallel
-#                                        over all GPUs; prints one markdown table (see run.sh).
+#                                        over all GPUs, the PyTorch peer on the same GPU (shipped
+#                                        as pure Python; PyTorch must be there); prints one
+#                                        markdown table (see run.sh).
 #   scripts/gpu-check.sh --try DIR       runs DIR/run.sh --quick here on Flex (CPU), to try the
 #                                        package's script without a GPU.
 #
@@ -40,6 +42,18 @@ case "$mode" in
     cp scripts/gpu/run.sh "$dir/run.sh"
     cp configs/bench.toml configs/paper-pg19.toml "$dir/configs/"
     cp datasets/passkey.toml "$dir/datasets/"
+    # The PyTorch peer, pure Python (PyTorch itself is the GPU machine's): run.sh compares with it.
+    echo "== the peer (infini-transformer-pytorch 0.2.1, rotary-embedding-torch) into $dir/peer"
+    rm -rf "$dir/peer" && mkdir -p "$dir/peer/site"
+    cp scripts/bench/peer.py "$dir/peer/"
+    if python3 -m pip download -q --no-deps --only-binary=:all: -d "$dir/peer/wheels" \
+        infini-transformer-pytorch==0.2.1 rotary-embedding-torch==0.9.1 2>/dev/null; then
+      for w in "$dir"/peer/wheels/*.whl; do python3 -m zipfile -e "$w" "$dir/peer/site"; done
+      rm -rf "$dir/peer/wheels" "$dir"/peer/site/*.dist-info
+    else
+      echo "warning: could not download the peer from PyPI; run.sh will skip it" >&2
+      rm -rf "$dir/peer"
+    fi
     size=$(du -sm "$dir" | cut -f1)
     echo "== $dir: ${size} MiB in all"
     [ "$size" -le 60 ] || echo "warning: the package is over 60 MiB" >&2

@@ -3,6 +3,8 @@
   peer.py train --memory linear|delta --steps 5 --warmup 1   the peer, configs/bench.toml's model
   peer.py eval --memory linear --length 65536                 the peer's evaluation of one document
   peer.py matmul                                              PyTorch's f32 matmul GFLOP/s here
+  peer.py --device cuda train --config configs/paper-pg19.toml --precision bf16
+                                                              the same on a GPU, bf16 autocast
 
 Prints one JSON object. The peer is lucidrains' infini-transformer-pytorch, used as published.
 """
@@ -15,6 +17,18 @@ import time
 import tomllib
 
 import torch
+
+DEVICE = "cpu"
+
+
+def sync():
+    """Waits for the device, so that a host clock read after it covers the device's work."""
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_device_mib():
+    return torch.cuda.max_memory_allocated() / 2**20 if DEVICE.startswith("cuda") else None
 
 
 def peak_rss_mib():
@@ -42,28 +56,40 @@ def build(config_path, memory):
         ff_mult=ff_mult,
         use_mem_delta_rule=memory == "delta",
     )
+    # Our tbptt_segments = 0 means backprop through the whole example.
+    segments = max(1, cfg["data"]["seq_len"] // m["segment_len"])
     wrapper = InfiniTransformerWrapper(
         model,
         segment_length=m["segment_len"],
-        detach_mems_every_num_segments=t["tbptt_segments"],
+        detach_mems_every_num_segments=t["tbptt_segments"] or segments,
     )
+    model.to(DEVICE)
     return cfg, model, wrapper
 
 
 def train(args):
     cfg, model, wrapper = build(args.config, args.memory)
     d, t = cfg["data"], cfg["train"]
-    opt = torch.optim.AdamW(model.parameters(), lr=t.get("lr", 1e-3), weight_decay=t.get("weight_decay", 0.1))
+    lr, wd = t.get("lr", 1e-3), t.get("weight_decay", 0.1)
+    if t.get("optimizer") == "adafactor" and hasattr(torch.optim, "Adafactor"):
+        opt = torch.optim.Adafactor(model.parameters(), lr=lr, weight_decay=wd)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
     batch, seq_len = d["batch_size"], d["seq_len"]
     gen = torch.Generator().manual_seed(0)
-    seq = torch.randint(0, cfg["model"]["vocab_size"], (batch, seq_len + 1), generator=gen)
+    seq = torch.randint(0, cfg["model"]["vocab_size"], (batch, seq_len + 1), generator=gen).to(DEVICE)
+    # bf16: autocast of the matrix products, weights and optimizer in f32 (as ours).
+    amp = torch.autocast(device_type=DEVICE.split(":")[0], dtype=torch.bfloat16, enabled=args.precision == "bf16")
     times, losses = [], []
     for step in range(args.warmup + args.steps):
+        sync()
         start = time.perf_counter()
-        loss = wrapper(seq, backward=True)
+        with amp:
+            loss = wrapper(seq, backward=True)
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.get("grad_clip", 1.0))
         opt.step()
         opt.zero_grad()
+        sync()
         elapsed = time.perf_counter() - start
         losses.append(float(loss))
         if step >= args.warmup:
@@ -74,12 +100,16 @@ def train(args):
         "peer": "infini-transformer-pytorch",
         "memory": args.memory,
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if DEVICE.startswith("cuda") else "cpu",
+        "precision": args.precision,
+        "optimizer": type(opt).__name__,
         "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "tokens_per_step": tokens,
         "step_s": {"min": min(times), "median": med, "max": max(times), "all": times},
         "tokens_per_s": {"min": tokens / max(times), "median": tokens / med, "max": tokens / min(times)},
         "peak_rss_mib": peak_rss_mib(),
+        "peak_device_mib": peak_device_mib(),
         "losses": losses,
     }
 
@@ -98,12 +128,14 @@ def evaluate(args):
     model.eval()
     n = parse_length(args.length)
     gen = torch.Generator().manual_seed(0)
-    seq = torch.randint(0, cfg["model"]["vocab_size"], (1, n + 1), generator=gen)
+    seq = torch.randint(0, cfg["model"]["vocab_size"], (1, n + 1), generator=gen).to(DEVICE)
     rss_before = peak_rss_mib()
     with torch.no_grad():
         wrapper(seq[:, : cfg["model"]["segment_len"] + 1])
+        sync()
         start = time.perf_counter()
         loss = wrapper(seq)
+        sync()
         seconds = time.perf_counter() - start
     return {
         "peer": "infini-transformer-pytorch",
@@ -135,12 +167,14 @@ def matmul(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train")
     t.add_argument("--config", default="configs/bench.toml")
     t.add_argument("--memory", choices=["linear", "delta"], default="linear")
     t.add_argument("--steps", type=int, default=5)
     t.add_argument("--warmup", type=int, default=1)
+    t.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     e = sub.add_parser("eval")
     e.add_argument("--config", default="configs/bench.toml")
     e.add_argument("--memory", choices=["linear", "delta"], default="linear")
@@ -149,6 +183,8 @@ def main():
     mm.add_argument("--size", type=int, default=2048)
     mm.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(args.threads)
     result = {"train": train, "eval": evaluate, "matmul": matmul}[args.command](args)
     json.dump(result, sys.stdout)

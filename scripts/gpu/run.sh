@@ -8,18 +8,23 @@
 #      (configs/paper-pg19.toml: 12 layers, 8 heads of 128, segments of 2048, 16 segments of
 #      backprop, bf16, activation checkpointing) with tokens/s, model TFLOP/s and MFU against the
 #      GPU's dense bf16 peak, and the peak GPU memory (nvidia-smi, sampled),
-#   3. `infini bench eval` of a 1M-token document with the memory carried,
-#   4. with more than one GPU, data-parallel training over all of them against one.
+#   3. the PyTorch peer (infini-transformer-pytorch, shipped in DIR/peer) on the same two models
+#      and the same GPU, where python3 there has PyTorch with CUDA: tokens/s and our ratio to it,
+#   4. `infini bench eval` of a 1M-token document with the memory carried,
+#   5. with more than one GPU, data-parallel training over all of them against one,
+#   6. `infini check` on wgpu (where a Vulkan driver is present).
 # It prints one markdown table and leaves every JSON in DIR/results/. About 5-8 minutes on an
 # H100-class GPU; each step has a time limit and a failure is a row of the table, not the end.
 # Usage: ./run.sh [--quick]   (--quick: small shapes, for trying the script itself)
 # Environment: INFINI_BACKEND (default cuda; flex or wgpu to try the script on any machine),
-# INFINI_PEAK_TFLOPS (the GPU's dense bf16 peak, when its name is not in the table below).
+# INFINI_PEAK_TFLOPS (the GPU's dense bf16 peak, when its name is not in the table below),
+# CHECK_LIMIT / TRAIN_LIMIT / EVAL_LIMIT (each step's time limit in seconds: 600 / 420 / 420).
 set -uo pipefail
 cd "$(dirname "$0")"
 backend=${INFINI_BACKEND:-cuda}
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
+check_limit=${CHECK_LIMIT:-600} train_limit=${TRAIN_LIMIT:-420} eval_limit=${EVAL_LIMIT:-420}
 mkdir -p results
 log=results/run.log
 : >"$log"
@@ -33,6 +38,14 @@ if [ ! -x infini ]; then
   chmod +x infini.tmp && mv infini.tmp infini
 fi
 bin=./infini
+
+# cubecl opens the driver (libcuda) and NVRTC at run time. NVRTC often sits only in the CUDA
+# toolkit's folder or in a Python package's (nvidia-cuda-nvrtc): put the first one found on the path.
+if [ "$backend" = cuda ] && ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so'; then
+  nvrtc=$(find /usr/local/cuda*/ /opt /usr/lib /usr/local/lib -maxdepth 9 -name 'libnvrtc.so*' 2>/dev/null | sort -r | head -1)
+  [ -n "$nvrtc" ] && export LD_LIBRARY_PATH="$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "NVRTC: ${nvrtc:-not found}" >&2
+fi
 
 # The GPU, its count and its dense bf16 peak (TFLOP/s, vendor data sheets).
 gpu=none; gpus=0
@@ -82,22 +95,24 @@ step() { # name, time limit (s), command...: runs it, logs it (its own output al
 }
 
 # 1. Correctness.
-for b in $backend $([ "$backend" = cuda ] && echo wgpu); do
-  if step "check $b" 600 $bin check --backend "$b" --json "results/check-$b.json"; then
+check() { # backend
+  local b=$1
+  if step "check $b" "$check_limit" $bin check --backend "$b" --json "results/check-$b.json"; then
     rows+=("| check | $b | all $(grep -c '"passed": true' "results/check-$b.json") checks pass | | | |")
   elif [ "$b" = wgpu ] && grep -q "the wgpu backend cannot start" results/last.log; then
     rows+=("| check | wgpu | skipped: no Vulkan driver | | | |")
   else
     rows+=("| check | $b | **FAILED**: $(grep -m1 -E 'FAIL|error' results/last.log | tail -c 200 | tr '|' '/') | | | |")
   fi
-done
+}
+check "$backend"
 
 # 2. Training throughput.
 bench_train() { # id, label, config, extra args...
   local id=$1 label=$2 config=$3; shift 3
   local json="results/train-$id.json"
   start_sampling
-  if step "bench train $label" 420 $bin bench train --backend "$backend" --config "$config" "${peak_arg[@]}" --json "$json" "$@"; then
+  if step "bench train $label" "$train_limit" $bin bench train --backend "$backend" --config "$config" "${peak_arg[@]}" --json "$json" "$@"; then
     local mem; mem=$(stop_sampling)
     local tps tflops mfu
     tflops=$(num "$json" gflop_per_s); mfu=$(num "$json" mfu)
@@ -108,26 +123,52 @@ bench_train() { # id, label, config, extra args...
     rows+=("| train | $label | **FAILED** (results/run.log) | | | |")
   fi
 }
+# 3. The peer: the same model, steps and optimizer in PyTorch (bf16 by autocast), same GPU.
+peer_ok=0
+if [ -f peer/peer.py ] && [ "$backend" = cuda ] &&
+    PYTHONPATH=peer/site python3 -c 'import torch, einops, infini_transformer_pytorch; assert torch.cuda.is_available()' 2>/dev/null; then
+  peer_ok=1
+fi
+peer_train() { # id, label, config, precision, steps, warmup
+  local id=$1 label=$2 config=$3 precision=$4 steps=$5 warmup=$6
+  [ $peer_ok = 1 ] || return 0
+  local json="results/peer-$id.json" ours="results/train-$id.json"
+  if step "peer train $label" "$train_limit" sh -c "PYTHONPATH=peer/site PYTHONWARNINGS=ignore python3 peer/peer.py --device cuda train \
+      --config $config --precision $precision --steps $steps --warmup $warmup >$json"; then
+    local tps mine mem
+    tps=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["tokens_per_s"]["median"])' "$json" 2>/dev/null)
+    mem=$(num "$json" peak_device_mib)
+    mine=$(awk -v g="$(num "$ours" gflop_per_s)" -v f="$(num "$ours" flop_per_token)" 'BEGIN { if (f > 0) print g * 1e9 / f }')
+    rows+=("| peer train | $label | $(fmt "$tps" '%.0f') tokens/s; infini $(awk -v a="$mine" -v b="$tps" 'BEGIN { if (a > 0 && b > 0) printf "%.2f×", a / b; else print "n/a" }') the peer | | | $(fmt "$mem" '%.0f MiB') (allocated) |")
+  else
+    rows+=("| peer train | $label | **FAILED** (results/run.log) | | | |")
+  fi
+}
+[ -f peer/peer.py ] && [ "$backend" = cuda ] && [ $peer_ok = 0 ] && rows+=("| peer train | | skipped: python3 here has no PyTorch with CUDA | | | |")
+
 if [ $quick = 1 ]; then
   bench_train bench "bench (f32, quick)" configs/bench.toml --steps 2 --warmup 1 --set model.n_layers=1 --set data.seq_len=512
   bench_train paper "paper-size (bf16, quick)" configs/paper-pg19.toml --steps 1 --warmup 0 --set model.n_layers=1 --set model.d_model=256 \
     --set model.n_heads=2 --set model.ffn_hidden=512 --set model.segment_len=256 --set data.seq_len=512 --set train.checkpointing=true
 else
+  paper="paper-size (bf16, 32K tokens, checkpointing)"
+  bench_train paper "$paper" configs/paper-pg19.toml --steps 5 --warmup 2 --set train.checkpointing=true
+  peer_train paper "$paper" configs/paper-pg19.toml bf16 5 2
   bench_train bench "bench (f32)" configs/bench.toml --steps 10 --warmup 3
-  bench_train paper "paper-size (bf16, 32K tokens, checkpointing)" configs/paper-pg19.toml --steps 5 --warmup 2 --set train.checkpointing=true
+  peer_train bench "bench (f32)" configs/bench.toml f32 10 3
 fi
 
-# 3. Evaluation of a long document, the memory carried.
+# 4. Evaluation of a long document, the memory carried.
 length=1M; [ $quick = 1 ] && length=8K
 start_sampling
-if step "bench eval $length" 420 $bin bench eval --backend "$backend" --config configs/bench.toml --lengths $length --json results/eval.json; then
+if step "bench eval $length" "$eval_limit" $bin bench eval --backend "$backend" --config configs/bench.toml --lengths $length --json results/eval.json; then
   rows+=("| eval | bench, $length tokens | $(fmt "$(num results/eval.json tokens_per_s)" '%.0f') tokens/s | | | $(stop_sampling) |")
 else
   stop_sampling >/dev/null
   rows+=("| eval | bench, $length tokens | **FAILED** (results/run.log) | | | |")
 fi
 
-# 4. Data parallel over every GPU, against one (tiny synthetic corpus, made here).
+# 5. Data parallel over every GPU, against one (tiny synthetic corpus, made here).
 # INFINI_DP_DEVICES=N tries it with N devices of any backend (Flex repeats its one device).
 dp=${INFINI_DP_DEVICES:-$gpus}
 if [ "$dp" -gt 1 ]; then
@@ -147,11 +188,16 @@ if [ "$dp" -gt 1 ]; then
   fi
 fi
 
+# 6. The other GPU backend on the same card.
+[ "$backend" = cuda ] && [ "${WGPU_CHECK:-1}" = 1 ] && check wgpu
+
+{
 echo
 echo "GPU: $gpu × $gpus, bf16 peak ${peak:-unknown} TFLOP/s; infini $($bin --version | awk '{print $2}'), backend $backend"
 echo
 echo "| what | config | result | model TFLOP/s | MFU | peak GPU memory |"
 echo "|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
+} | tee results/table.md
 echo
 echo "logs and JSON: $(pwd)/results"
