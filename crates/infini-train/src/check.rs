@@ -216,7 +216,7 @@ pub fn fused_attention(device: &Device) -> Result<String, String> {
 }
 
 /// A tiny run config: 2 streams of 4 segments of 16 tokens, backprop through 2 segments.
-fn tiny_run(precision: Precision) -> RunConfig {
+pub fn tiny_run(precision: Precision) -> RunConfig {
     let mut config: RunConfig = toml::from_str(
         r#"
 [model]

@@ -10,32 +10,9 @@ use infini_train::RunConfig;
 use infini_train::config::Precision;
 
 fn run(tie_embeddings: bool, checkpointing: bool, precision: Precision) -> RunConfig {
-    let mut config: RunConfig = toml::from_str(
-        r#"
-[model]
-vocab_size = 97
-d_model = 32
-n_layers = 2
-n_heads = 2
-ffn_hidden = 64
-segment_len = 8
-memory = "linear"
-[data]
-prepared = ""
-batch_size = 2
-seq_len = 32
-[train]
-lr = 1e-2
-warmup_steps = 1
-tbptt_segments = 2
-[checkpoint]
-dir = ""
-"#,
-    )
-    .expect("the test config parses");
+    let mut config = infini_train::check::tiny_run(precision);
     config.model.tie_embeddings = tie_embeddings;
     config.train.checkpointing = checkpointing;
-    config.train.precision = precision;
     config
 }
 
