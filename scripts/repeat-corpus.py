@@ -12,6 +12,7 @@ A better than the first. Same splits and ids as the source, one document per id.
 import argparse
 import csv
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def main():
     if args.chars < 1:
         sys.exit("error: --chars must be at least 1")
     tmp = args.dst.with_name(args.dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
     rows, docs = [], 0
     titles = {r[0]: r for r in csv.reader(open(args.src / "metadata.csv", newline="", encoding="utf-8")) if r}
     for split in ["train", "validation", "test"]:

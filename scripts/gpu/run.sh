@@ -13,8 +13,9 @@
 #   4. `infini bench eval` of a 1M-token document with the memory carried,
 #   5. with more than one GPU, data-parallel training over all of them against one,
 #   6. `infini check` on wgpu (where a Vulkan driver is present).
-# It prints one markdown table and leaves every JSON in DIR/results/. About 5-8 minutes on an
-# H100-class GPU; each step has a time limit and a failure is a row of the table, not the end.
+# It prints one markdown table and leaves every JSON in DIR/results/. About 9-10 minutes on an
+# H200 (estimated from its parts: cubecl compiles and autotunes kernels for 2-3 minutes at each
+# process's first step); each step has a time limit and a failure is a row of the table, not the end.
 # Usage: ./run.sh [--quick]   (--quick: small shapes, for trying the script itself)
 # Environment: INFINI_BACKEND (default cuda; flex or wgpu to try the script on any machine),
 # INFINI_PEAK_TFLOPS (the GPU's dense bf16 peak, when its name is not in the table below),
@@ -81,6 +82,9 @@ stop_sampling() { # prints the peak in MiB of the first GPU's samples, or "n/a"
 num() { # the first number of "key": in a JSON file
   grep -o "\"$2\": *[-0-9.e+]*" "$1" 2>/dev/null | head -1 | sed 's/.*: *//'
 }
+tokens_per_s() { # of a `bench train` JSON: its model GFLOP/s over its FLOP per token
+  awk -v g="$(num "$1" gflop_per_s)" -v f="$(num "$1" flop_per_token)" 'BEGIN { if (f > 0) print g * 1e9 / f }'
+}
 fmt() { awk -v v="$1" -v f="$2" 'BEGIN { if (v == "") print "n/a"; else printf f, v }'; }
 
 rows=()
@@ -116,7 +120,7 @@ bench_train() { # id, label, config, extra args...
     local mem; mem=$(stop_sampling)
     local tps tflops mfu
     tflops=$(num "$json" gflop_per_s); mfu=$(num "$json" mfu)
-    tps=$(awk -v g="$tflops" -v f="$(num "$json" flop_per_token)" 'BEGIN { if (f > 0) print g * 1e9 / f }')
+    tps=$(tokens_per_s "$json")
     rows+=("| train | $label | $(fmt "$tps" '%.0f') tokens/s | $(awk -v g="$tflops" 'BEGIN { printf "%.2f", g / 1000 }') TFLOP/s | $(awk -v m="$mfu" 'BEGIN { if (m == "") print "n/a"; else printf "%.1f%%", 100 * m }') | $mem |")
   else
     stop_sampling >/dev/null
@@ -138,7 +142,7 @@ peer_train() { # id, label, config, precision, steps, warmup
     local tps mine mem
     tps=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["tokens_per_s"]["median"])' "$json" 2>/dev/null)
     mem=$(num "$json" peak_device_mib)
-    mine=$(awk -v g="$(num "$ours" gflop_per_s)" -v f="$(num "$ours" flop_per_token)" 'BEGIN { if (f > 0) print g * 1e9 / f }')
+    mine=$(tokens_per_s "$ours")
     rows+=("| peer train | $label | $(fmt "$tps" '%.0f') tokens/s; infini $(awk -v a="$mine" -v b="$tps" 'BEGIN { if (a > 0 && b > 0) printf "%.2f×", a / b; else print "n/a" }') the peer | | | $(fmt "$mem" '%.0f MiB') (allocated) |")
   else
     rows+=("| peer train | $label | **FAILED** (results/run.log) | | | |")

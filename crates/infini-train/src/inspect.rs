@@ -84,9 +84,9 @@ pub fn read_change(a: &RetrievalShare, b: &RetrievalShare, heads: usize) -> Vec<
         .zip(&b.read)
         .map(|(a, b)| {
             let dv = a.len() / heads;
-            (0..heads)
-                .map(|h| {
-                    let (a, b) = (&a[h * dv..(h + 1) * dv], &b[h * dv..(h + 1) * dv]);
+            a.chunks(dv)
+                .zip(b.chunks(dv))
+                .map(|(a, b)| {
                     let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
                     let size: f64 = a.iter().map(|x| x * x).sum();
                     (diff / size.max(1e-300)).sqrt()
