@@ -63,16 +63,23 @@ pub fn run(path: &Path, json: bool, estimate: Option<Option<usize>>) -> Result<(
             println!("  activations     {:>8.2} GiB per backprop window ({:.2} GiB with train.checkpointing)", g(e.activations), g(e.activations_checkpointed));
             println!("  memory state    {:>8.2} GiB (every segment of a window)", g(e.memory_state));
             println!("  head logits     {:>8.2} GiB (the segments of a window at once, up to 128 MiB of logits)", g(e.head));
+            println!("  runtime         {:>8.2} GiB (the program, its threads and allocator arenas)", g(e.runtime));
             let (now, other) = if e.checkpointing { (e.total_checkpointed, e.total) } else { (e.total, e.total_checkpointed) };
             println!(
-                "  peak            {:>8.2} GiB as configured ({:.2} GiB with checkpointing {})",
+                "  peak on CPU     {:>8.2} GiB as configured ({:.2} GiB with checkpointing {})",
                 g(now),
                 g(other),
                 if e.checkpointing { "off" } else { "on" }
             );
+            let gpu_now = if e.checkpointing { e.gpu_total_checkpointed } else { e.gpu_total };
+            println!(
+                "  peak on a GPU   {:>8.2} GiB as configured ({:.2} GiB with checkpointing; its tensor ops keep more activations)",
+                g(gpu_now),
+                g(e.gpu_total_checkpointed)
+            );
             for (gpu, gib) in [("80 GB", 80e9 / GIB), ("141 GB", 141e9 / GIB)] {
                 let verdict = |t: u64| if g(t) <= gib * 0.9 { "fits" } else { "does not fit" };
-                println!("  a {gpu} GPU: {} as configured, {} with checkpointing", verdict(now), verdict(e.total_checkpointed));
+                println!("  a {gpu} GPU: {} as configured, {} with checkpointing", verdict(gpu_now), verdict(e.gpu_total_checkpointed));
             }
         }
     }
@@ -86,7 +93,8 @@ fn gib_table(e: &MemoryEstimate) -> serde_json::Value {
     serde_json::json!({
         "weights": g(e.weights), "gradients": g(e.gradients), "optimizer": g(e.optimizer),
         "activations": g(e.activations), "activations_checkpointed": g(e.activations_checkpointed),
-        "memory_state": g(e.memory_state), "head": g(e.head), "total": g(e.total), "total_checkpointed": g(e.total_checkpointed),
+        "memory_state": g(e.memory_state), "head": g(e.head), "runtime": g(e.runtime), "total": g(e.total), "total_checkpointed": g(e.total_checkpointed),
+        "gpu_total": g(e.gpu_total), "gpu_total_checkpointed": g(e.gpu_total_checkpointed),
     })
 }
 

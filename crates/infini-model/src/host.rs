@@ -1,26 +1,34 @@
-//! Fused element-wise functions for tensors that live in this process's memory (Flex).
+//! The CPU fast paths, for tensors that live in this process's memory (Flex).
 //!
-//! Flex runs each element-wise op single-threaded and through libm's `expf`; an activation
-//! such as SiLU becomes several passes forward and more backward. Here the value `f(x)` and the
-//! derivative `f'(x)` come from one threaded pass, and autodiff sees
-//! `y = f(x)⌀ + (x − x⌀) · f'(x)⌀` (⌀ = detached): its value is `f(x)` exactly (the bracket is
-//! zero) and its gradient is `f'(x) · grad` — the same as differentiating `f`, at the price of
-//! three cheap ops. Other backends use ordinary tensor ops.
+//! Flex runs each element-wise op single-threaded, with an output of its own, and each matrix
+//! product into a zero-filled buffer that it then copies; Burn's autodiff differentiates a layer
+//! op by op, so that an RMSNorm is 7 passes forward and about 15 backward. Here each of the
+//! blocks' layers (the projections, RMSNorm, RoPE, causal attention, SwiGLU's gating, σ) is one
+//! node of the autodiff graph with a hand-written gradient ([`op`]): one threaded pass forward
+//! and one backward, and products that gemm writes straight into buffers of ours ([`gemm`]).
 //!
 //! This module is the one seam between the math and the CPU fast paths: [`fused`] is the only
-//! place that decides whether a fast path applies, and the model calls [`map`] and
-//! [`causal_attention`] with the plain tensor-op formulation beside the fused one, so that a
-//! reader of the model sees the math, and every backend other than Flex runs exactly that math.
-//! The kernels of the training crate's fast paths live here too ([`vocab_nll`]: the loss over
-//! the vocabulary and its gradient; [`adamw`]: the optimizer's update), and it asks [`fused`].
+//! place that decides whether a fast path applies, and the model calls [`map`], [`linear`],
+//! [`rms_norm`], [`swiglu`] and [`causal_attention`] (and `Rope::apply` calls
+//! [`layers::rope`]) with the plain tensor-op formulation beside the fused one, so that a reader
+//! of the model sees the math, and every backend other than Flex runs exactly that math; the
+//! tests compare the two, values and gradients. The kernels of the training crate's fast paths
+//! live here too ([`vocab_nll`]: the loss over the vocabulary and its gradient; [`adamw`]: the
+//! optimizer's update; [`head`]: the output head's products), and it asks [`fused`].
 
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use std::sync::Arc;
+
+use burn::nn::{Linear, RmsNorm};
+use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::precision::Compute;
 
 pub mod adamw;
+pub mod gemm;
 pub mod head;
+pub mod layers;
+pub mod op;
 pub mod simd;
 pub mod vocab_nll;
 
@@ -39,6 +47,38 @@ pub fn map<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> (f32, f32) + Sync, t
     if fused(&x.device()) && x.dtype() == DType::F32 { elementwise(x, f) } else { tensor_ops(x) }
 }
 
+/// `layer(x)` for a linear layer without bias: the product on the host on Flex
+/// ([`layers::linear`]), else Burn's `Linear`.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    if layer.bias.is_none()
+        && fused(&x.device())
+        && let Some(y) = layers::linear(x.clone(), layer.weight.val().unsqueeze())
+    {
+        return y;
+    }
+    layer.forward(x)
+}
+
+/// `silu(gate) ⊙ up`: one host pass on Flex ([`layers::swiglu`]), else `tensor_ops(gate, up)`.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>, tensor_ops: impl FnOnce(Tensor<D>, Tensor<D>) -> Tensor<D>) -> Tensor<D> {
+    if fused(&gate.device())
+        && let Some(h) = layers::swiglu(gate.clone(), up.clone())
+    {
+        return h;
+    }
+    tensor_ops(gate, up)
+}
+
+/// `norm(x)`: one host pass on Flex ([`layers::rms_norm`]), else Burn's `RmsNorm`.
+pub fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
+    if fused(&x.device())
+        && let Some(y) = layers::rms_norm(x.clone(), norm.gamma.val().unsqueeze(), norm.epsilon)
+    {
+        return y;
+    }
+    norm.forward(x)
+}
+
 /// Causal attention `softmax(q·kᵀ/√d_k)·v` over one segment from its first token: on Flex in
 /// f32 the scores' softmax is one fused pass per row ([`causal_softmax`]); otherwise (another
 /// backend, or a lower-precision `compute`) `tensor_ops(q, k, v)`.
@@ -49,10 +89,11 @@ pub fn causal_attention(
     compute: Compute,
     tensor_ops: impl FnOnce(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>,
 ) -> Tensor<4> {
-    if compute.is_none() && fused(&q.device()) {
-        let scale = 1.0 / (q.dims()[3] as f64).sqrt();
-        let scores = q.mul_scalar(scale).matmul(k.transpose());
-        return causal_softmax(scores).matmul(v);
+    if compute.is_none()
+        && fused(&q.device())
+        && let Some(out) = layers::causal_attention(q.clone(), k.clone(), v.clone())
+    {
+        return out;
     }
     tensor_ops(q, k, v)
 }
@@ -113,55 +154,42 @@ pub fn exp_shifted_sum(row: &mut [f32], max: f32) -> f32 {
     sum
 }
 
-/// `f` applied element-wise to `x` on the host, `f` returning `(f(x), f'(x))`; see the module
-/// documentation for how the gradient flows.
+/// `f` applied element-wise to `x` on the host, `f` returning `(f(x), f'(x))`: one threaded
+/// pass that keeps `f'(x)` for the backward pass, which is `f'(x) ⊙ grad` ([`op::apply`]).
 pub fn elementwise<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> (f32, f32) + Sync) -> Tensor<D> {
-    const CHUNK: usize = 1 << 14;
-    let device = x.device();
-    let shape = x.shape();
-    let tracked = x.is_tracked();
-    // Read in place (`as_slice`): turning the data into a Vec would copy it once more, its
-    // alignment being Flex's 16 bytes, not f32's 4.
-    let data = x.clone().detach().into_data();
-    let values = data.as_slice::<f32>().expect("f32 tensor");
-    let mut y = vec![0f32; values.len()];
-    let mut dy = if tracked { vec![0f32; values.len()] } else { Vec::new() };
-    if tracked {
-        y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).zip(values.par_chunks(CHUNK)).for_each(|((y, dy), x)| {
-            simd::vectorized(MapChunk { y, dy: Some(dy), x, f: &f })
-        });
-    } else {
-        y.par_chunks_mut(CHUNK).zip(values.par_chunks(CHUNK)).for_each(|(y, x)| simd::vectorized(MapChunk { y, dy: None, x, f: &f }));
-    }
-    let y = Tensor::<D>::from_data(TensorData::new(y, shape.clone()), &device);
-    if !tracked {
-        return y;
-    }
-    let dy = Tensor::<D>::from_data(TensorData::new(dy, shape), &device);
-    y + (x.clone() - x.detach()) * dy
+    op::apply(
+        [x],
+        |[x], tracked| {
+            let values = op::values(x);
+            let mut y = vec![0f32; values.len()];
+            let mut dy = if tracked { vec![0f32; values.len()] } else { Vec::new() };
+            if tracked {
+                y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).zip(values.par_chunks(CHUNK)).for_each(|((y, dy), x)| {
+                    simd::vectorized(MapChunk { y, dy: Some(dy), x, f: &f })
+                });
+            } else {
+                y.par_chunks_mut(CHUNK).zip(values.par_chunks(CHUNK)).for_each(|(y, x)| simd::vectorized(MapChunk { y, dy: None, x, f: &f }));
+            }
+            (op::flex_tensor(y, x.layout().shape().clone()), tracked.then(|| Arc::new(dy)))
+        },
+        |dy: &Arc<Vec<f32>>, g, _| [Some(product(g, dy))],
+    )
+    .expect("elementwise: an f32 tensor on Flex")
 }
 
-/// Causal softmax over the last dimension of `scores: [B, H, T, T]` (row `i` sees columns
-/// `0..=i`; the others get probability 0), one fused threaded pass per row. Autodiff sees
-/// `P⌀ + P⌀ ⊙ (D − rowsum(P⌀ ⊙ D))` with `D = scores − scores⌀ = 0`: the value is `P` and
-/// the gradient `P ⊙ (G − rowsum(P ⊙ G))`, softmax's own.
-pub fn causal_softmax(scores: Tensor<4>) -> Tensor<4> {
-    let dims = scores.dims();
-    let t = dims[3];
-    assert_eq!(dims[2], t, "causal_softmax needs square scores, got {dims:?}");
-    let device = scores.device();
-    let tracked = scores.is_tracked();
-    // In place in the data read back, which then becomes the tensor (no further copy).
-    let mut p = scores.clone().detach().into_data();
-    let rows = p.as_mut_slice::<f32>().expect("f32 tensor");
-    rows.par_chunks_mut(t).enumerate().for_each(|(r, row)| simd::vectorized(SoftmaxRow(row.split_at_mut(r % t + 1))));
-    let p = Tensor::<4>::from_data(p, &device);
-    if !tracked {
-        return p;
-    }
-    let pd = p.clone() * (scores.clone() - scores.detach());
-    let rows = pd.clone().sum_dim(3);
-    p.clone() + pd - p * rows
+/// Element-wise chunks of the threaded passes.
+const CHUNK: usize = 1 << 14;
+
+/// `a ⊙ b`, threaded.
+pub fn product(a: &[f32], b: &[f32]) -> Vec<f32> {
+    assert_eq!(a.len(), b.len());
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
+        for i in 0..o.len() {
+            o[i] = a[i] * b[i];
+        }
+    });
+    out
 }
 
 /// One chunk of [`elementwise`]: the values into `y`, and the derivatives into `dy` if given.
@@ -192,7 +220,7 @@ impl<F: Fn(f32) -> (f32, f32)> simd::Kernel for MapChunk<'_, F> {
     }
 }
 
-/// One row of [`causal_softmax`]: the softmax of the positions seen, zeros after them.
+/// One row of causal attention's softmax: the softmax of the positions seen, zeros after them.
 struct SoftmaxRow<'a>((&'a mut [f32], &'a mut [f32]));
 
 impl simd::Kernel for SoftmaxRow<'_> {
@@ -289,23 +317,5 @@ mod tensor_tests {
             let worst = ga.iter().zip(&gb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-5, "{name}: gradients differ by {worst}");
         }
-    }
-
-    /// Causal softmax: values and gradients equal masked softmax by tensor ops.
-    #[test]
-    fn causal_softmax_equals_tensor_ops() {
-        let device = Device::flex().autodiff();
-        let x = Tensor::<4>::random([2, 3, 9, 9], Distribution::Normal(0.0, 3.0), &device).require_grad();
-        let w = Tensor::<4>::random([2, 3, 9, 9], Distribution::Default, &device);
-        let mask = Tensor::<1, burn::tensor::Int>::arange(0..9, &device).reshape([1, 9]).greater(Tensor::<1, burn::tensor::Int>::arange(0..9, &device).reshape([9, 1]));
-        let theirs = activation::softmax(x.clone().mask_fill(mask.reshape([1, 1, 9, 9]).expand([2, 3, 9, 9]), f32::NEG_INFINITY), 3);
-        let ours = causal_softmax(x.clone());
-        let (a, b) = (ours.clone().into_data().try_to_vec::<f32>().unwrap(), theirs.clone().into_data().try_to_vec::<f32>().unwrap());
-        let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-        assert!(worst < 1e-6, "values differ by {worst}");
-        let ga = x.grad(&(ours * w.clone()).sum().backward()).unwrap().into_data().try_to_vec::<f32>().unwrap();
-        let gb = x.grad(&(theirs * w).sum().backward()).unwrap().into_data().try_to_vec::<f32>().unwrap();
-        let worst = ga.iter().zip(&gb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-        assert!(worst < 1e-6, "gradients differ by {worst}");
     }
 }

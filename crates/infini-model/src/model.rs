@@ -7,6 +7,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::attention::{InfiniAttention, KvCache};
 use crate::config::{MemoryKind, ModelConfig};
+use crate::host::rms_norm;
 use crate::memory::{LayerMemory, MemoryState};
 use crate::precision::{Compute, linear, matmul};
 use crate::rope::Rope;
@@ -41,8 +42,8 @@ impl FeedForward {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let c = self.compute;
         let gate = linear(&self.w1, x.clone(), c);
-        let gate = crate::host::map(gate, crate::host::silu, silu);
-        linear(&self.w2, gate * linear(&self.w3, x, c), c)
+        let up = linear(&self.w3, x, c);
+        linear(&self.w2, crate::host::swiglu(gate, up, |gate, up| silu(gate) * up), c)
     }
 }
 
@@ -89,9 +90,9 @@ impl Block {
         cache: Option<KvCache>,
         complete: bool,
     ) -> (Tensor<3>, Option<LayerMemory>, Option<KvCache>) {
-        let (a, memory, cache) = self.attn.forward_chunk(self.attn_norm.forward(x.clone()), rope, memory, cache, complete);
+        let (a, memory, cache) = self.attn.forward_chunk(rms_norm(&self.attn_norm, x.clone()), rope, memory, cache, complete);
         let x = x + self.dropout.forward(a);
-        let x = x.clone() + self.dropout.forward(self.ffn.forward(self.ffn_norm.forward(x)));
+        let x = x.clone() + self.dropout.forward(self.ffn.forward(rms_norm(&self.ffn_norm, x)));
         (x, memory, cache)
     }
 }
@@ -246,7 +247,7 @@ impl InfiniLm {
             next_memory.extend(mem);
             next_caches.extend(cache);
         }
-        (self.final_norm.forward(h), MemoryState { layers: next_memory }, next_caches)
+        (rms_norm(&self.final_norm, h), MemoryState { layers: next_memory }, next_caches)
     }
 
     /// Reads `tokens: [B, T]` (any T) as the continuation of the streams in `state`, cutting
@@ -293,7 +294,7 @@ impl InfiniLm {
         let (mut inputs, mut next) = (Vec::with_capacity(self.blocks.len()), Vec::with_capacity(self.blocks.len()));
         let mut h = self.embed(tokens);
         for block in &self.blocks {
-            inputs.push(block.attn_norm.forward(h.clone()));
+            inputs.push(rms_norm(&block.attn_norm, h.clone()));
             let (out, memory) = block.forward(h, &self.rope, layers.next());
             h = out;
             next.extend(memory);

@@ -33,6 +33,13 @@ impl Rope {
         assert!(start + n <= max_len, "RoPE table holds {max_len} positions, asked for {}..{}", start, start + n);
         let cos = self.cos.clone().slice([start..start + n]).reshape([1, 1, n, d]);
         let sin = self.sin.clone().slice([start..start + n]).reshape([1, 1, n, d]);
+        if crate::host::fused(&x.device()) {
+            let table = |t: &Tensor<2>| std::sync::Arc::new(t.clone().slice([start..start + n]).into_data().try_to_vec::<f32>().expect("f32 table"));
+            let tables = crate::host::layers::RopeTables { cos: table(&self.cos), sin: table(&self.sin), d };
+            if let Some(y) = crate::host::layers::rope(x.clone(), tables) {
+                return y;
+            }
+        }
         let half = d / 2;
         let x1 = x.clone().slice_dim(3, 0..half);
         let x2 = x.clone().slice_dim(3, half..d);
