@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::gemm::{Mat, gemm_into, product};
 use super::op::{apply, flex_tensor, values};
-use super::{CHUNK, SoftmaxRow, exp, simd};
+use super::{CHUNK, SoftmaxRow, silu, simd};
 
 /// `x·w` for `x: [.., d_in]` and `w: [1, .., 1, d_in, d_out]` (a linear layer's weight, with
 /// leading dimensions of 1 to match `x`'s rank).
@@ -160,8 +160,7 @@ impl simd::Kernel for SwigluForward<'_> {
     #[inline(always)]
     fn run(self) {
         for i in 0..self.h.len() {
-            let a = self.a[i];
-            self.h[i] = a * (1.0 / (1.0 + exp(-a))) * self.b[i];
+            self.h[i] = silu(self.a[i]).0 * self.b[i];
         }
     }
 }
@@ -179,10 +178,9 @@ impl simd::Kernel for SwigluBackward<'_> {
     #[inline(always)]
     fn run(self) {
         for i in 0..self.da.len() {
-            let (a, g) = (self.a[i], self.g[i]);
-            let s = 1.0 / (1.0 + exp(-a));
-            self.da[i] = g * self.b[i] * (s * (1.0 + a * (1.0 - s)));
-            self.db[i] = g * (a * s);
+            let ((value, derivative), g) = (silu(self.a[i]), self.g[i]);
+            self.da[i] = g * self.b[i] * derivative;
+            self.db[i] = g * value;
         }
     }
 }
