@@ -120,3 +120,27 @@ where
     drop(ad);
     Some(Tensor::from_primitive::<Autodiff<Flex, C>>(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    /// A host operation's gradient is the same under Burn's gradient checkpointing as without
+    /// it, and it runs on a device without autodiff.
+    #[test]
+    fn every_autodiff_context_is_served() {
+        let data = Tensor::<2>::random([7, 33], Distribution::Normal(0.0, 2.0), &Device::flex()).into_data();
+        let grad_of = |device: Device| {
+            let x = Tensor::<2>::from_data(data.clone(), &device).require_grad();
+            let y = crate::host::elementwise(x.clone(), crate::host::silu);
+            let grads = (y.clone() * y).sum().backward();
+            x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap()
+        };
+        let plain = grad_of(Device::flex().autodiff());
+        assert!(plain.iter().any(|g| *g != 0.0));
+        assert_eq!(plain, grad_of(Device::flex().autodiff().gradient_checkpointing()));
+        let x = Tensor::<2>::random([3, 5], Distribution::Default, &Device::flex());
+        let y = crate::host::elementwise(x.clone(), crate::host::silu);
+        assert_eq!(y.dims(), [3, 5]);
+    }
+}
