@@ -80,7 +80,7 @@ pub fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
 }
 
 /// Causal attention `softmax(q·kᵀ/√d_k)·v` over one segment from its first token: on Flex in
-/// f32 the scores' softmax is one fused pass per row ([`causal_softmax`]); otherwise (another
+/// f32 one host operation, one task per head ([`layers::causal_attention`]); otherwise (another
 /// backend, or a lower-precision `compute`) `tensor_ops(q, k, v)`.
 pub fn causal_attention(
     q: Tensor<4>,
@@ -172,7 +172,7 @@ pub fn elementwise<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> (f32, f32) +
             }
             (op::flex_tensor(y, x.layout().shape().clone()), tracked.then(|| Arc::new(dy)))
         },
-        |dy: &Arc<Vec<f32>>, g, _| [Some(product(g, dy))],
+        |dy: &Arc<Vec<f32>>, g, _| [Some(hadamard(g, dy))],
     )
     .expect("elementwise: an f32 tensor on Flex")
 }
@@ -180,8 +180,8 @@ pub fn elementwise<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> (f32, f32) +
 /// Element-wise chunks of the threaded passes.
 const CHUNK: usize = 1 << 14;
 
-/// `a ⊙ b`, threaded.
-pub fn product(a: &[f32], b: &[f32]) -> Vec<f32> {
+/// `a ⊙ b` (element-wise), threaded.
+pub fn hadamard(a: &[f32], b: &[f32]) -> Vec<f32> {
     assert_eq!(a.len(), b.len());
     let mut out = vec![0f32; a.len()];
     out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {

@@ -31,15 +31,16 @@ impl Rope {
         let [_, _, n, d] = x.dims();
         let max_len = self.cos.dims()[0];
         assert!(start + n <= max_len, "RoPE table holds {max_len} positions, asked for {}..{}", start, start + n);
-        let cos = self.cos.clone().slice([start..start + n]).reshape([1, 1, n, d]);
-        let sin = self.sin.clone().slice([start..start + n]).reshape([1, 1, n, d]);
+        let cos = self.cos.clone().slice([start..start + n]);
+        let sin = self.sin.clone().slice([start..start + n]);
         if crate::host::fused(&x.device()) {
-            let table = |t: &Tensor<2>| std::sync::Arc::new(t.clone().slice([start..start + n]).into_data().try_to_vec::<f32>().expect("f32 table"));
-            let tables = crate::host::layers::RopeTables { cos: table(&self.cos), sin: table(&self.sin), d };
+            let table = |t: &Tensor<2>| std::sync::Arc::new(t.clone().into_data().try_to_vec::<f32>().expect("f32 table"));
+            let tables = crate::host::layers::RopeTables { cos: table(&cos), sin: table(&sin), d };
             if let Some(y) = crate::host::layers::rope(x.clone(), tables) {
                 return y;
             }
         }
+        let (cos, sin) = (cos.reshape([1, 1, n, d]), sin.reshape([1, 1, n, d]));
         let half = d / 2;
         let x1 = x.clone().slice_dim(3, 0..half);
         let x2 = x.clone().slice_dim(3, half..d);

@@ -1,7 +1,7 @@
 //! The blocks' layers as host operations ([`super::op`]): the projections' products (into
-//! buffers of our own, [`super::gemm`]), SwiGLU's gating, RMSNorm and RoPE, each one threaded pass
-//! forward and one backward on Flex, where Burn's formulation takes 2–7 single-threaded passes
-//! forward and about twice as many backward. Each returns
+//! buffers of our own, [`super::gemm`]), causal attention, SwiGLU's gating, RMSNorm and RoPE,
+//! each one threaded pass forward and one backward on Flex, where Burn's formulation takes 2–7
+//! single-threaded passes forward and about twice as many backward. Each returns
 //! `None` where [`super::op::apply`] does (not f32 tensors on Flex); the model then runs the
 //! tensor-op formulation, which the tests compare against.
 
