@@ -1,5 +1,8 @@
 """Table of a scripts/memory-compare.sh folder: RUN_DIR/<variant>-s<seed>/eval-test.json.
 
+Segment starts: the first eighth of each segment's positions, where local attention sees least
+and only the memory (or xl's cache) brings the segments before.
+
 Perplexities by position pool the NLL of every document's segments in the range (per token, not
 per segment). The memory gain is ppl(none) / ppl(variant) for the same seed, then averaged.
 """
@@ -30,9 +33,19 @@ def fmt(values, digits=2):
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def ppl_start(result):
+    """Perplexity over the first eighth of every segment but each document's first (eval's
+    `by_position`; absent from evaluations made before it existed)."""
+    positions = result.get("by_position") or []
+    head = [p for p in positions if p["index"] < max(1, len(positions) // 8)]
+    nll, tokens = sum(p["nll"] for p in head), sum(p["tokens"] for p in head)
+    return math.exp(nll / tokens) if tokens else float("nan")
+
+
 cols = [("all", 0, None), ("segment 0", 0, 1), ("segments 1+", 1, None), ("segments 64+", 64, None)]
-print(f"| variant | seeds | test ppl | memory gain vs none | " + " | ".join(f"ppl {c[0]}" for c in cols[1:]) + " | train s |")
-print("|---|---|---:|---:|" + "---:|" * (len(cols) - 1) + "---:|")
+print(f"| variant | seeds | test ppl | memory gain vs none | " + " | ".join(f"ppl {c[0]}" for c in cols[1:])
+      + " | ppl segment starts (first eighth, segments 1+) | train s |")
+print("|---|---|---:|---:|" + "---:|" * (len(cols) - 1) + "---:|---:|")
 order = [v for v in ["linear", "delta", "none", "xl"] if v in runs] + sorted(set(runs) - {"linear", "delta", "none", "xl"})
 for variant in order:
     by_seed = runs[variant]
@@ -42,6 +55,7 @@ for variant in order:
     row.append(fmt([100 * (g - 1) for g in gains], 1) + " %" if gains else "")
     for _, lo, hi in cols[1:]:
         row.append(fmt([ppl(by_seed[s], lo, hi) for s in seeds]))
+    row.append(fmt([ppl_start(by_seed[s]) for s in seeds]))
     secs = [float((out / f"{variant}-s{s}" / "train-seconds").read_text()) for s in seeds if (out / f"{variant}-s{s}" / "train-seconds").exists()]
     row.append(f"{statistics.median(secs):.0f}" if secs else "")
     print(f"| `{variant}` | {','.join(map(str, seeds))} | " + " | ".join(row) + " |")

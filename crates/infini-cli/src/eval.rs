@@ -104,6 +104,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
     println!("loss              {:.4} nats/token{}", result.loss, if answers_only { " (answer tokens only)" } else { "" });
     println!("perplexity        {:.3} (token), {:.3} (word)", result.perplexity, result.word_perplexity);
     println!("bits per byte     {:.4}", result.bits_per_byte);
+    let n = config.model.segment_len;
+    let head = (n / 8).max(1);
+    println!(
+        "by position       {:.3} in a segment's first {head} tokens, {:.3} after them (segments after the first)",
+        result.position_perplexity(0..head),
+        result.position_perplexity(head..n)
+    );
     println!("speed             {:.0} tokens/s ({:.1}s)", result.tokens_per_s, result.seconds);
     if let Some(path) = args.json {
         let write = |p: &std::path::Path, text: String| {

@@ -58,10 +58,12 @@ pub struct EvalOptions {
     pub answers_only: bool,
 }
 
-/// NLL and token count of segments at one index within their documents.
+/// NLL and token count at one index: of a segment within its document (`by_segment`), or of a
+/// token within its segment (`by_position`).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SegmentStat {
-    /// Segment index within the document (0 = first, empty memory).
+    /// Segment index within the document (0 = first, empty memory), or the predicting token's
+    /// position within its segment (0 = no local context: only the memory reaches further back).
     pub index: usize,
     /// Summed NLL (nats).
     pub nll: f64,
@@ -98,6 +100,20 @@ pub struct EvalResult {
     pub seconds: f64,
     /// Perplexity by segment index.
     pub by_segment: Vec<SegmentStat>,
+    /// Perplexity by position within the segment, pooled over all segments but each document's
+    /// first (whose memory is empty): at position 0 local attention sees one token, so what the
+    /// memory carries over from earlier segments shows most at the start.
+    pub by_position: Vec<SegmentStat>,
+}
+
+impl EvalResult {
+    /// Perplexity pooled over the positions `range` within segments (of `by_position`: every
+    /// segment but each document's first); NaN where no token falls in it.
+    pub fn position_perplexity(&self, range: std::ops::Range<usize>) -> f64 {
+        let in_range = self.by_position.iter().filter(|s| range.contains(&s.index));
+        let (nll, tokens) = in_range.fold((0.0, 0u64), |(nll, tokens), s| (nll + s.nll, tokens + s.tokens));
+        if tokens == 0 { f64::NAN } else { (nll / tokens as f64).exp() }
+    }
 }
 
 /// The whole segments of one document as a stream of batch 1 (the first one resets the memory;
@@ -122,35 +138,48 @@ pub fn evaluate(model: &InfiniLm, config: &ModelConfig, split: Arc<SplitData>, o
     let mut stream = SegmentStream::documents(split.clone(), options.batch_size, n, docs, limit)?.answers_only(options.answers_only)?;
     let batch = stream.batch();
     let memory = MemoryState::empty(config, batch, device);
-    let mut result = EvalResult::default();
+    let mut result = EvalResult {
+        by_position: (0..n).map(|index| SegmentStat { index, ..Default::default() }).collect(),
+        ..Default::default()
+    };
     let mut seg_index = vec![0usize; batch];
     let mut covered = vec![0u64; split.len()];
     let mut progress = options.progress.then(|| Progress::new("evaluating", "tokens", Some(expected)));
     let start = Instant::now();
     let segments = std::iter::from_fn(|| (!stream.is_exhausted()).then(|| stream.next_segment()));
     read_segments(model, memory, segments, device, |segment, nll| {
-        let per_stream: Vec<f64> =
-            nll.sum_dim(1).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data");
+        let per_token: Vec<f64> = nll.into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data");
         for s in 0..batch {
             if segment.reset[s] {
                 seg_index[s] = 0;
             }
             let Some(doc) = segment.docs[s] else { continue };
-            let tokens = segment.mask[s * n..(s + 1) * n].iter().filter(|&&m| m > 0.0).count() as u64;
+            let mask = &segment.mask[s * n..(s + 1) * n];
+            let tokens = mask.iter().filter(|&&m| m > 0.0).count() as u64;
             seg_index[s] += 1;
             if tokens == 0 {
                 continue;
             }
             let index = seg_index[s] - 1;
+            let row = &per_token[s * n..(s + 1) * n];
+            let nll_sum: f64 = row.iter().sum();
             covered[doc] += tokens;
-            result.nll += per_stream[s];
+            result.nll += nll_sum;
             result.tokens += tokens;
             while result.by_segment.len() <= index {
                 result.by_segment.push(SegmentStat { index: result.by_segment.len(), ..Default::default() });
             }
             let stat = &mut result.by_segment[index];
-            stat.nll += per_stream[s];
+            stat.nll += nll_sum;
             stat.tokens += tokens;
+            if index > 0 {
+                for ((stat, &m), &value) in result.by_position.iter_mut().zip(mask).zip(row) {
+                    if m > 0.0 {
+                        stat.nll += value;
+                        stat.tokens += 1;
+                    }
+                }
+            }
         }
         if let Some(p) = progress.as_mut() {
             p.set_position(result.tokens);
@@ -176,7 +205,8 @@ pub fn evaluate(model: &InfiniLm, config: &ModelConfig, split: Arc<SplitData>, o
     result.word_perplexity = (result.nll / result.words.max(1.0)).exp();
     result.bits_per_byte = result.nll / std::f64::consts::LN_2 / result.bytes.max(1.0);
     result.tokens_per_s = result.tokens as f64 / result.seconds.max(1e-9);
-    for stat in &mut result.by_segment {
+    result.by_position.retain(|stat| stat.tokens > 0);
+    for stat in result.by_segment.iter_mut().chain(&mut result.by_position) {
         stat.perplexity = (stat.nll / stat.tokens.max(1) as f64).exp();
     }
     Ok(result)

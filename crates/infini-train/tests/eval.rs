@@ -23,8 +23,16 @@ fn config(memory: MemoryKind) -> ModelConfig {
     c
 }
 
-/// Total NLL and targets of one document, by running whole segments and a log-softmax in f64.
-fn by_hand(model: &infini_model::InfiniLm, config: &ModelConfig, doc: &[u32], device: &Device) -> (f64, usize, Vec<f64>) {
+/// Total NLL and targets of one document, by running whole segments and a log-softmax in f64;
+/// also the mean NLL of each segment, and the NLL and count by position within the segments after
+/// the first, added to `by_position`.
+fn by_hand(
+    model: &infini_model::InfiniLm,
+    config: &ModelConfig,
+    doc: &[u32],
+    device: &Device,
+    by_position: &mut [(f64, u64)],
+) -> (f64, usize, Vec<f64>) {
     let mut memory = MemoryState::empty(config, 1, device);
     let (mut total, mut count, mut segment_means) = (0.0, 0, Vec::new());
     let inputs = &doc[..doc.len() - 1];
@@ -40,6 +48,10 @@ fn by_hand(model: &infini_model::InfiniLm, config: &ModelConfig, doc: &[u32], de
             let log_z = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
             let target = doc[s * config.segment_len + t + 1] as usize;
             seg += log_z - row[target];
+            if s > 0 {
+                by_position[t].0 += log_z - row[target];
+                by_position[t].1 += 1;
+            }
         }
         total += seg;
         count += chunk.len();
@@ -56,8 +68,9 @@ fn perplexity_is_token_weighted_and_matches_a_hand_computation() {
         let model = config.init(&device);
         let docs = documents(&[30, 12, 2], config.vocab_size);
         let (mut nll, mut tokens, mut means) = (0.0, 0, Vec::new());
+        let mut positions = vec![(0.0, 0u64); config.segment_len];
         for (_, doc) in &docs {
-            let (n, c, m) = by_hand(&model, &config, doc, &device);
+            let (n, c, m) = by_hand(&model, &config, doc, &device, &mut positions);
             (nll, tokens) = (nll + n, tokens + c);
             means.extend(m);
         }
@@ -70,6 +83,15 @@ fn perplexity_is_token_weighted_and_matches_a_hand_computation() {
         assert!((result.perplexity - want.exp()).abs() <= 1e-4 * want.exp());
         let mean_of_means = means.iter().sum::<f64>() / means.len() as f64;
         assert!((mean_of_means - want).abs() > 1e-4, "the fixture should tell the two averages apart");
+        // By position within the segment, pooled over every segment but a document's first.
+        assert_eq!(result.by_position.len(), config.segment_len);
+        for (stat, &(want_nll, want_tokens)) in result.by_position.iter().zip(&positions) {
+            assert_eq!(stat.tokens, want_tokens, "{memory:?}: tokens at position {}", stat.index);
+            assert!((stat.nll - want_nll).abs() <= 1e-5 * want_nll, "{memory:?}: position {}: {} vs {want_nll}", stat.index, stat.nll);
+        }
+        let head = positions[..2].iter().fold((0.0, 0), |a, p| (a.0 + p.0, a.1 + p.1));
+        let want_head = (head.0 / head.1 as f64).exp();
+        assert!((result.position_perplexity(0..2) - want_head).abs() <= 1e-4 * want_head);
         // Words and bytes of from_documents are one per token: word perplexity counts whole documents.
         assert_eq!(result.words, 44.0);
     }
