@@ -28,6 +28,9 @@ def ppl(result, lo=0, hi=None):
 
 
 def fmt(values, digits=2):
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return ""
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
