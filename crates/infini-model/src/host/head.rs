@@ -113,7 +113,7 @@ mod tests {
             let model = config.init(&device);
             let head = HostHead::of(&model, &device).expect("f32 on Flex");
             let (d, v, rows) = (head.d_model(), head.vocab(), 7);
-            let w = model.head_weight().into_data().to_vec::<f32>().unwrap();
+            let w = model.head_weight().into_data().try_to_vec::<f32>().unwrap();
             let h: Vec<f32> = (0..rows * d).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
             let g: Vec<f32> = (0..rows * v).map(|i| ((i * 11) % 19) as f32 / 5.0 - 1.8).collect();
             close(&head.logits(&h), &naive(&h, &w, rows, d, v));
