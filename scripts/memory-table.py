@@ -3,7 +3,7 @@
 Segment starts: the first eighth of each segment's positions, where local attention sees least
 and only the memory (or xl's cache) brings the segments before.
 
-Perplexities by position pool the NLL of every document's segments in the range (per token, not
+Perplexities by segment pool the NLL of every document's segments in the range (per token, not
 per segment). The memory gain is ppl(none) / ppl(variant) for the same seed, then averaged.
 """
 import json
@@ -21,9 +21,10 @@ if not runs:
     sys.exit(f"no finished runs under {out}")
 
 
-def ppl(result, lo=0, hi=None):
-    segs = [s for s in result["by_segment"] if s["index"] >= lo and (hi is None or s["index"] < hi)]
-    nll, tokens = sum(s["nll"] for s in segs), sum(s["tokens"] for s in segs)
+def ppl(result, lo=0, hi=None, key="by_segment"):
+    """Perplexity pooled over the entries of `key` (by_segment or by_position) with index in [lo, hi)."""
+    stats = [s for s in result.get(key) or [] if s["index"] >= lo and (hi is None or s["index"] < hi)]
+    nll, tokens = sum(s["nll"] for s in stats), sum(s["tokens"] for s in stats)
     return math.exp(nll / tokens) if tokens else float("nan")
 
 
@@ -38,11 +39,9 @@ def fmt(values, digits=2):
 
 def ppl_start(result):
     """Perplexity over the first eighth of every segment but each document's first (eval's
-    `by_position`; absent from evaluations made before it existed)."""
-    positions = result.get("by_position") or []
-    head = [p for p in positions if p["index"] < max(1, len(positions) // 8)]
-    nll, tokens = sum(p["nll"] for p in head), sum(p["tokens"] for p in head)
-    return math.exp(nll / tokens) if tokens else float("nan")
+    `by_position`; absent from evaluations made before it existed: NaN)."""
+    segment_len = 1 + max((p["index"] for p in result.get("by_position") or []), default=0)
+    return ppl(result, 0, max(1, segment_len // 8), key="by_position")
 
 
 cols = [("all", 0, None), ("segment 0", 0, 1), ("segments 1+", 1, None), ("segments 64+", 64, None)]

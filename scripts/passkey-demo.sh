@@ -34,6 +34,7 @@ while [ $# -gt 0 ]; do
 done
 
 step() { printf '\n== %s\n' "$*"; }
+timed() { local start; start=$(date +%s); "$@"; echo "took $(( $(date +%s) - start )) s"; }
 
 step "building infini (release)"
 # INFINI=path/to/infini uses that binary (e.g. a copy, while the tree is rebuilt) instead of building.
@@ -72,9 +73,7 @@ stage() { # run-dir, from, seed, max_tokens, train_docs, overrides...
     $infini data prepare --dataset "$(card "$dseed" "$len" "$docs")" --tokenizer data/tokenizer-passkey.json --out "$data"
   fi
   step "$run: from $from, documents of up to $len tokens (seed $dseed) $*"
-  start=$(date +%s)
-  config=$from/config.toml train "$run" --init-from "$from" --set "data.prepared=\"$data\"" "$@"
-  echo "took $(( $(date +%s) - start )) s"
+  config=$from/config.toml timed train "$run" --init-from "$from" --set "data.prepared=\"$data\"" "$@"
 }
 table() { # run-dir, lengths
   step "passkey accuracy of $1 at $2 tokens, $trials held-out keys per cell"
@@ -83,16 +82,12 @@ table() { # run-dir, lengths
 }
 
 step "training with memory, stage 1 of 3 (runs/passkey-demo-256)"
-start=$(date +%s)
-train runs/passkey-demo-256
-echo "took $(( $(date +%s) - start )) s"
+timed train runs/passkey-demo-256
 stage runs/passkey-demo-256b runs/passkey-demo-256 1 256 32000 --set train.lr=1e-3 --set train.steps=6000
 stage runs/passkey-demo runs/passkey-demo-256b 3 1024 16000 --set train.lr=1e-3 --set train.steps=2000 --set data.seq_len=1024
 
 step "training without memory (runs/passkey-demo-none)"
-start=$(date +%s)
-train runs/passkey-demo-none --set 'model.memory="none"' --set train.steps=2000
-echo "took $(( $(date +%s) - start )) s"
+timed train runs/passkey-demo-none --set 'model.memory="none"' --set train.steps=2000
 
 table runs/passkey-demo 1K,2K,4K,16K
 table runs/passkey-demo-none 1K,16K
