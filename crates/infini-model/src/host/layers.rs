@@ -36,8 +36,11 @@ pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<D>) -> Option<Tensor<D>> {
             let (d_in, d_out) = (w.layout().shape()[D - 2], w.layout().shape()[D - 1]);
             let rows = g.len() / d_out.max(1);
             let g = Mat::row_major(g, rows, d_out);
-            let dx = needs[0].then(|| product(g, Mat::row_major(&wv, d_in, d_out).t()));
-            let dw = needs[1].then(|| product(Mat::row_major(&xv, rows, d_in).t(), g));
+            // The two products are independent: one per thread when there are two.
+            let (dx, dw) = rayon::join(
+                || needs[0].then(|| product(g, Mat::row_major(&wv, d_in, d_out).t())),
+                || needs[1].then(|| product(Mat::row_major(&xv, rows, d_in).t(), g)),
+            );
             [dx, dw]
         },
     )
