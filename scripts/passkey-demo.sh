@@ -84,7 +84,8 @@ table() { # run-dir, lengths
 step "training with memory, stage 1 of 3 (runs/passkey-demo-256)"
 timed train runs/passkey-demo-256
 stage runs/passkey-demo-256b runs/passkey-demo-256 1 256 32000 --set train.lr=1e-3 --set train.steps=6000
-stage runs/passkey-demo runs/passkey-demo-256b 3 1024 16000 --set train.lr=1e-3 --set train.steps=2000 --set data.seq_len=1024
+stage runs/passkey-demo runs/passkey-demo-256b 3 1024 16000 --set train.lr=1e-3 --set train.steps=2000 --set data.seq_len=1024 \
+  --set train.write_repeat_max=32
 
 step "training without memory (runs/passkey-demo-none)"
 timed train runs/passkey-demo-none --set 'model.memory="none"' --set train.steps=2000

@@ -182,6 +182,35 @@ impl MemoryState {
         Self { layers }
     }
 
+    /// The memory as if the segment that took `before` to `self` had been written `weight[b]`
+    /// times into stream `b`: `before + w·(self − before)` for M and z of every compressive
+    /// layer (the Transformer-XL cache is left as it is). For the linear rule with keys and
+    /// values that do not depend on the memory (one layer) this is exactly the segment repeated
+    /// `w` times; otherwise it scales the segment's write. `before` must be the memory the
+    /// segment started from, after its document resets.
+    pub fn reweight_write(self, before: &MemoryState, weight: &[f32]) -> Self {
+        let b = weight.len();
+        assert_eq!(b, self.batch_size(), "reweight_write: {b} weights for {} streams", self.batch_size());
+        let layers = self
+            .layers
+            .into_iter()
+            .zip(&before.layers)
+            .map(|(after, before)| match (after, before) {
+                (LayerMemory::Compressive(after), LayerMemory::Compressive(before)) => {
+                    let device = after.z.device();
+                    let w = Tensor::<1>::from_data(TensorData::new(weight.to_vec(), [b]), &device);
+                    let (w4, w3) = (w.clone().reshape([b, 1, 1, 1]), w.reshape([b, 1, 1]));
+                    LayerMemory::Compressive(Memory {
+                        m: before.m.clone() + (after.m - before.m.clone()) * w4,
+                        z: before.z.clone() + (after.z - before.z.clone()) * w3,
+                    })
+                }
+                (after, _) => after,
+            })
+            .collect();
+        Self { layers }
+    }
+
     /// Number of sequences in the batch (0 when there is no memory).
     pub fn batch_size(&self) -> usize {
         self.layers.first().map_or(0, LayerMemory::batch_size)

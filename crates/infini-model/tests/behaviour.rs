@@ -169,6 +169,43 @@ fn reset_empties_exactly_the_flagged_streams() {
 }
 
 #[test]
+fn a_write_counted_w_times_is_the_segment_written_w_times() {
+    // One layer, so that keys and values do not depend on the memory: under the linear rule the
+    // memory after a segment written 3 times is what `reweight_write` with weight 3 gives, and
+    // weight 1 changes nothing. Stream 1 starts from an earlier segment's memory, stream 0 is reset.
+    let device = Device::flex();
+    let config = infini_model::ModelConfig { n_layers: 1, ..test_config(MemoryKind::Linear) };
+    let model = config.init(&device);
+    let (b, n, v) = (2, config.segment_len, config.vocab_size);
+    let mut rng = rng(9);
+    let (first, seg) = (tokens(&mut rng, b, n, v, &device), tokens(&mut rng, b, n, v, &device));
+    let (_, start) = model.forward(first, MemoryState::empty(&config, b, &device), &[]);
+    let reset = [true, false];
+    let mut repeated = start.clone().reset(&reset);
+    for _ in 0..3 {
+        repeated = model.forward(seg.clone(), repeated, &[]).1;
+    }
+    let before = start.clone().reset(&reset);
+    let (_, once) = model.forward(seg, start, &reset);
+    let parts = |m: &MemoryState| {
+        let m = m.layers[0].compressive().unwrap();
+        (to_vec(m.m.clone()), to_vec(m.z.clone()))
+    };
+    let (want_m, want_z) = parts(&repeated);
+    let (got_m, got_z) = parts(&once.clone().reweight_write(&before, &[3.0, 3.0]));
+    assert!(rel_err(&got_m, &want_m) < 1e-5, "M: {}", rel_err(&got_m, &want_m));
+    assert!(rel_err(&got_z, &want_z) < 1e-5, "z: {}", rel_err(&got_z, &want_z));
+    assert!(max_abs_diff(&got_m, &parts(&once).0) > 1e-3, "the weight had no effect, test is vacuous");
+    // Weight 1 leaves the write as it is; weights are per stream.
+    let (same_m, _) = parts(&once.clone().reweight_write(&before, &[1.0, 1.0]));
+    assert!(max_abs_diff(&same_m, &parts(&once).0) < 1e-5);
+    let (mixed_m, _) = parts(&once.clone().reweight_write(&before, &[1.0, 3.0]));
+    let half = mixed_m.len() / 2;
+    assert!(max_abs_diff(&mixed_m[..half], &parts(&once).0[..half]) < 1e-5);
+    assert!(rel_err(&mixed_m[half..], &want_m[half..]) < 1e-5);
+}
+
+#[test]
 fn reset_clears_even_a_non_finite_memory() {
     let device = Device::flex();
     let mut memory = Memory::empty(2, 1, 2, 2, &device);

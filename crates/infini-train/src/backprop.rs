@@ -76,7 +76,7 @@ impl StepGrads {
 }
 
 /// How the gradient of a backprop window is computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Window {
     /// Segments per window (the memory is detached between windows).
     pub segments: usize,
@@ -85,6 +85,57 @@ pub struct Window {
     /// [`backprop_window_recomputed`]). Same gradients, activations of one segment instead of
     /// the whole window, one extra forward pass of the blocks.
     pub recompute: bool,
+    /// Memory dilution (`train.write_repeat_max`): each segment's memory write counted a random
+    /// number of times. `None`: every write once, as in the paper.
+    pub repeat: Option<WriteRepeat>,
+}
+
+impl Window {
+    /// The window for example `e` of a step whose seed is `seed` (only the write weights depend on it).
+    pub fn for_example(mut self, seed: u64, e: usize) -> Self {
+        if let Some(r) = &mut self.repeat {
+            r.seed = seed ^ (e as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
+        }
+        self
+    }
+
+    /// The window for the streams from `first` on of the example's batch (a data-parallel
+    /// share), so that the shares draw the weights the whole batch would.
+    pub fn for_streams(mut self, first: usize) -> Self {
+        if let Some(r) = &mut self.repeat {
+            r.first_stream = first;
+        }
+        self
+    }
+}
+
+/// Memory dilution: the write of segment `s` into stream `b` counts `w` times, `w` drawn
+/// log-uniformly from `[1, max]` by a fixed hash of (seed, s, b), so a resumed run and a
+/// data-parallel one draw the same. Under the linear rule a write counted `w` times is the
+/// memory that `w` repetitions of the segment would leave (for keys and values that do not
+/// depend on the memory), so documents of `L` tokens train the read on memories as diluted as
+/// longer ones would give, while every step still costs `L` tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WriteRepeat {
+    /// Largest weight (> 1).
+    pub max: f64,
+    /// Seed of the draws ([`Window::for_example`]).
+    pub seed: u64,
+    /// Index of the batch's first stream ([`Window::for_streams`]).
+    pub first_stream: usize,
+}
+
+impl WriteRepeat {
+    /// The weights of segment `segment` for `batch` streams, each in `[1, max]`.
+    pub fn weights(&self, segment: usize, batch: usize) -> Vec<f32> {
+        (0..batch)
+            .map(|b| {
+                let mut state = self.seed ^ (segment as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((self.first_stream + b) as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                let u = (infini_data::stream::splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
+                self.max.powf(u) as f32
+            })
+            .collect()
+    }
 }
 
 /// Truncated backprop over one example: runs its segments in order, threading the memory, and
@@ -106,11 +157,14 @@ pub fn backprop_example(
     grads: &mut StepGrads,
 ) -> (Tensor<1>, MemoryState) {
     let mut losses = Vec::new();
-    for chunk in example.chunks(window.segments.max(1)) {
+    let per = window.segments.max(1);
+    for (c, chunk) in example.chunks(per).enumerate() {
+        // The write weights of the chunk's segments (None: every write once).
+        let weights = |s: usize| window.repeat.map(|r| r.weights(c * per + s, chunk[s].batch));
         let (loss, next) = if window.recompute {
-            backprop_window_recomputed(model, chunk, memory, scale, device, grads)
+            backprop_window_recomputed(model, chunk, memory, &weights, scale, device, grads)
         } else {
-            backprop_window(model, chunk, memory, scale, device, grads)
+            backprop_window(model, chunk, memory, &weights, scale, device, grads)
         };
         losses.push(loss);
         memory = next.detach();
@@ -118,9 +172,19 @@ pub fn backprop_example(
     (Tensor::cat(losses, 0).sum(), memory)
 }
 
-/// One segment forward from the embedded inputs `x`.
-fn segment_forward(model: &InfiniLm, segment: &SegmentBatch, x: Tensor<3>, memory: MemoryState) -> (Tensor<3>, MemoryState) {
-    time(Phase::Forward, || model.forward_embedded(x, memory, &segment.reset))
+/// The write weights of a window's segment `s` ([`WriteRepeat`]), or `None`.
+type Weights<'a> = dyn Fn(usize) -> Option<Vec<f32>> + 'a;
+
+/// One segment forward from the embedded inputs `x`, its memory write counted `weights` times.
+fn segment_forward(model: &InfiniLm, segment: &SegmentBatch, x: Tensor<3>, memory: MemoryState, weights: Option<Vec<f32>>) -> (Tensor<3>, MemoryState) {
+    time(Phase::Forward, || match weights {
+        Some(w) if !memory.layers.is_empty() => {
+            let before = memory.clone().reset(&segment.reset);
+            let (hidden, after) = model.forward_embedded(x, memory, &segment.reset);
+            (hidden, after.reweight_write(&before, &w))
+        }
+        _ => model.forward_embedded(x, memory, &segment.reset),
+    })
 }
 
 fn embedded_leaf(model: &InfiniLm, segment: &SegmentBatch, device: &Device) -> Tensor<3> {
@@ -163,14 +227,22 @@ fn merge_segments(segments: &[SegmentBatch]) -> SegmentBatch {
 }
 
 /// One window, one graph: all its segments forward, then one backward pass.
-fn backprop_window(model: &InfiniLm, chunk: &[SegmentBatch], mut memory: MemoryState, scale: f64, device: &Device, grads: &mut StepGrads) -> (Tensor<1>, MemoryState) {
+fn backprop_window(
+    model: &InfiniLm,
+    chunk: &[SegmentBatch],
+    mut memory: MemoryState,
+    weights: &Weights,
+    scale: f64,
+    device: &Device,
+    grads: &mut StepGrads,
+) -> (Tensor<1>, MemoryState) {
     let mut terms: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
     let mut nll: Vec<Tensor<1>> = Vec::with_capacity(chunk.len());
     let mut embedded: Vec<Tensor<3>> = Vec::with_capacity(chunk.len());
     let mut hiddens: Vec<Tensor<3>> = Vec::with_capacity(chunk.len());
-    for segment in chunk {
+    for (s, segment) in chunk.iter().enumerate() {
         let x = embedded_leaf(model, segment, device);
-        let (hidden, next) = segment_forward(model, segment, x.clone(), memory);
+        let (hidden, next) = segment_forward(model, segment, x.clone(), memory, weights(s));
         memory = next;
         hiddens.push(hidden);
         embedded.push(x);
@@ -211,6 +283,7 @@ fn backprop_window_recomputed(
     model: &InfiniLm,
     chunk: &[SegmentBatch],
     memory: MemoryState,
+    weights: &Weights,
     scale: f64,
     device: &Device,
     grads: &mut StepGrads,
@@ -220,9 +293,9 @@ fn backprop_window_recomputed(
     let plain = model.valid();
     let plain_device = device.clone().without_autodiff();
     let mut incoming = vec![memory.map_tensors(Tensor::without_autodiff, Tensor::without_autodiff)];
-    for segment in chunk {
+    for (s, segment) in chunk.iter().enumerate() {
         let x = plain.embed(ids(&segment.inputs, segment.batch, segment.segment_len, &plain_device));
-        let (_, next) = segment_forward(&plain, segment, x, incoming.last().expect("one memory per segment").clone());
+        let (_, next) = segment_forward(&plain, segment, x, incoming.last().expect("one memory per segment").clone(), weights(s));
         incoming.push(next);
     }
     let to_autodiff = |m: MemoryState| m.map_tensors(Tensor::autodiff, Tensor::autodiff);
@@ -249,7 +322,7 @@ fn backprop_window_recomputed(
         let leaves: Vec<Option<(Tensor<4>, Tensor<3>)>> =
             start.layers.iter().map(|l| l.compressive().filter(|_| track).map(|m| (m.m.clone(), m.z.clone()))).collect();
         let x = embedded_leaf(model, segment, device);
-        let (hidden, out) = segment_forward(model, segment, x.clone(), start);
+        let (hidden, out) = segment_forward(model, segment, x.clone(), start, weights(s));
         let head = time(Phase::Head, || head_grad(model, hidden, segment, scale, device, grads.head(model, device)));
         nll.push(head.nll_sum);
         let mut term = head.hidden_term;

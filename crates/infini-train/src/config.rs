@@ -139,6 +139,13 @@ pub struct TrainConfig {
     /// holds the activations of one segment instead of all of them (one extra forward pass of
     /// the blocks; the same gradients). For full backprop through many long segments.
     pub checkpointing: bool,
+    /// Memory dilution (1 = off, as in the paper): each segment's write into the compressive
+    /// memory counts w times, w drawn per segment and stream log-uniformly from [1, this], as
+    /// if the segment had been repeated w times. Documents of the training length then leave
+    /// memories as diluted as up to this many times longer ones would, so the read learns to
+    /// find a needle among more writes than the training length holds (docs/results.md,
+    /// passkey). Costs nothing per step.
+    pub write_repeat_max: f64,
 }
 
 impl Default for TrainConfig {
@@ -162,6 +169,7 @@ impl Default for TrainConfig {
             log_every: 10,
             precision: Precision::F32,
             checkpointing: false,
+            write_repeat_max: 1.0,
         }
     }
 }
@@ -293,7 +301,9 @@ impl RunConfig {
 
     /// The backprop window of a training step.
     pub fn window(&self) -> crate::backprop::Window {
-        crate::backprop::Window { segments: self.window_segments(), recompute: self.train.checkpointing }
+        let repeat = (self.train.write_repeat_max > 1.0)
+            .then_some(crate::backprop::WriteRepeat { max: self.train.write_repeat_max, seed: 0, first_stream: 0 });
+        crate::backprop::Window { segments: self.window_segments(), recompute: self.train.checkpointing, repeat }
     }
 
     /// Checks every section; the error names the key.
@@ -353,6 +363,9 @@ impl RunConfig {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("{key}: must be ≥ 0, got {v}"));
             }
+        }
+        if !(t.write_repeat_max.is_finite() && t.write_repeat_max >= 1.0) {
+            return Err(format!("train.write_repeat_max: must be ≥ 1 (1 = every memory write once), got {}", t.write_repeat_max));
         }
         for (key, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2), ("train.min_lr_ratio", t.min_lr_ratio)] {
             if !(0.0..=1.0).contains(&v) {

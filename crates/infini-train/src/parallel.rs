@@ -23,6 +23,7 @@ pub(crate) fn data_parallel(
     batch_size: usize,
     examples: &[Vec<SegmentBatch>],
     window: crate::backprop::Window,
+    step_seed: u64,
     scale: f64,
 ) -> (Tensor<1>, Option<MemoryState>, GradientsParams) {
     let devices: Vec<Device> = std::iter::once(main.clone()).chain(replicas.iter().cloned()).collect();
@@ -30,9 +31,10 @@ pub(crate) fn data_parallel(
     let work = |i: usize, device: &Device, model: InfiniLm| {
         let mut accumulator = StepGrads::new();
         let (mut losses, mut last) = (Vec::new(), None);
-        for example in examples {
+        for (e, example) in examples.iter().enumerate() {
             let share: Vec<SegmentBatch> = example.iter().map(|seg| seg.streams(i * per..(i + 1) * per)).collect();
             let memory = MemoryState::empty(config, per, device);
+            let window = window.for_example(step_seed, e).for_streams(i * per);
             let (l, memory) = backprop_example(&model, &share, memory, window, scale, device, &mut accumulator);
             losses.push(l);
             last = Some(memory);

@@ -298,8 +298,9 @@ impl Trainer {
             let mut accumulator = StepGrads::new();
             let mut losses = Vec::new();
             let mut last = None;
-            for example in &examples {
+            for (e, example) in examples.iter().enumerate() {
                 let b = example[0].batch;
+                let window = window.for_example(step_seed, e);
                 let memory = match (self.config.data.streaming, self.carried.take()) {
                     (true, Some(m)) => m,
                     _ => MemoryState::empty(&self.config.model, b, &self.device),
@@ -314,7 +315,7 @@ impl Trainer {
             (Tensor::cat(losses, 0).sum(), last, accumulator.grads(&self.model))
         } else {
             let (model, config) = (&self.model, &self.config);
-            data_parallel(model, &config.model, &self.device, &self.replicas, config.data.batch_size, &examples, window, scale)
+            data_parallel(model, &config.model, &self.device, &self.replicas, config.data.batch_size, &examples, window, step_seed, scale)
         };
         // The one read of the step, and its one wait for the device: loss, gradient norm (both
         // needed before the update, to skip a non-finite step), the memory norm and the gates

@@ -5,7 +5,7 @@
 use burn::tensor::{Device, Tensor};
 use infini_data::SegmentBatch;
 use infini_model::{InfiniLm, MemoryKind, MemoryState, ModelConfig};
-use infini_train::backprop::{StepGrads, Window, backprop_example};
+use infini_train::backprop::{StepGrads, Window, WriteRepeat, backprop_example};
 
 fn example(config: &ModelConfig, batch: usize, segments: usize) -> Vec<SegmentBatch> {
     let n = config.segment_len;
@@ -59,10 +59,12 @@ fn checkpointing_by_segment_gives_the_same_gradients() {
         config.init_std = 0.2;
         let model = config.init(&device);
         let ex = example(&config, 2, 6);
-        for segments in [3, 6] {
+        // With memory dilution too: the recomputed segments must count their writes as often.
+        let dilution = Some(WriteRepeat { max: 8.0, seed: 5, first_stream: 0 });
+        for (segments, repeat) in [(3, None), (6, None), (3, dilution)] {
             // Recomputing first, on a fresh model: nothing it does may change the weights.
-            let (b, gb) = grads(&model, &config, &ex, Window { segments, recompute: true }, &device);
-            let (a, ga) = grads(&model, &config, &ex, Window { segments, recompute: false }, &device);
+            let (b, gb) = grads(&model, &config, &ex, Window { segments, recompute: true, repeat }, &device);
+            let (a, ga) = grads(&model, &config, &ex, Window { segments, recompute: false, repeat }, &device);
             assert!((a - b).abs() <= 1e-6 * a.abs(), "{memory:?} window {segments}: loss {a} vs {b}");
             for (i, (x, y)) in ga.iter().zip(&gb).enumerate() {
                 let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -60,7 +60,7 @@ fn check(tie_embeddings: bool, memory: MemoryKind) {
     for recompute in [false, true] {
         let mut acc = StepGrads::new();
         let memory0 = MemoryState::empty(&config, 2, &device);
-        let (loss, _) = backprop_example(&model, &example, memory0, Window { segments: 2, recompute }, scale, &device, &mut acc);
+        let (loss, _) = backprop_example(&model, &example, memory0, Window { segments: 2, recompute, repeat: None }, scale, &device, &mut acc);
         let loss = loss.into_scalar::<f64>();
         assert!((loss - expected_loss).abs() < 1e-5 * expected_loss.abs(), "loss {loss} vs {expected_loss}");
         let (ours, theirs) = (gradient_values(&model, &acc.grads(&model)), gradient_values(&model, &expected));

@@ -40,20 +40,30 @@ fn resumed_streaming_run_restores_the_carried_memory() {
 #[test]
 fn resumed_streaming_xl_baseline_restores_its_cache() {
     let _serial = serial();
-    resume_matches_with(true, MemoryKind::Xl);
+    resume_matches_with(true, MemoryKind::Xl, 1.0);
+}
+
+#[test]
+fn memory_dilution_resumes_bit_for_bit_and_changes_training() {
+    let _serial = serial();
+    let diluted = resume_matches_with(false, MemoryKind::Linear, 8.0);
+    let plain = resume_matches_with(false, MemoryKind::Linear, 1.0);
+    assert_ne!(diluted, plain, "train.write_repeat_max had no effect");
 }
 
 fn resume_matches(streaming: bool) {
-    resume_matches_with(streaming, MemoryKind::Linear);
+    resume_matches_with(streaming, MemoryKind::Linear, 1.0);
 }
 
-fn resume_matches_with(streaming: bool, memory: MemoryKind) {
+/// Trains 20 steps straight and 10 + 10 with a resume between; returns the straight losses.
+fn resume_matches_with(streaming: bool, memory: MemoryKind, write_repeat_max: f64) -> Vec<f64> {
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path());
     let cfg = |run: &Path| {
         let mut c = config(&data, run, 20);
         c.data.streaming = streaming;
         c.model.memory = memory;
+        c.train.write_repeat_max = write_repeat_max;
         c
     };
     let straight_dir = dir.path().join("straight");
@@ -80,6 +90,7 @@ fn resume_matches_with(streaming: bool, memory: MemoryKind) {
 
     let e = train(cfg(&split_dir), Start::Fresh, options(&split_dir, None)).unwrap_err();
     assert!(e.contains("--resume"), "{e}");
+    straight.losses
 }
 
 #[test]
@@ -144,7 +155,7 @@ fn embedding_grad_of_first_segment_token(window: usize) -> f64 {
     let example = [segment(5, 8, 0.0, true), segment(9, 8, 1.0, false)];
     let mut acc = StepGrads::new();
     let memory = MemoryState::empty(&config, 1, &device);
-    backprop_example(&model, &example, memory, Window { segments: window, recompute: false }, 1.0 / 8.0, &device, &mut acc);
+    backprop_example(&model, &example, memory, Window { segments: window, recompute: false, repeat: None }, 1.0 / 8.0, &device, &mut acc);
     let grads = acc.grads(&model);
     let g = grads.get::<2>(model.embedding.weight.id).expect("embedding gradient");
     g.slice([5..6, 0..config.d_model]).abs().sum().into_scalar::<f64>()
@@ -224,6 +235,8 @@ fn config_overrides_and_errors() {
     assert!(e.contains("train.tbptt_segments") && e.contains("never get a gradient"), "{e}");
     let e = RunConfig::load(&path, &["data.seq_len=70".into()]).unwrap_err();
     assert!(e.contains("data.seq_len") && e.contains("multiple"), "{e}");
+    let e = RunConfig::load(&path, &["train.write_repeat_max=0.5".into()]).unwrap_err();
+    assert!(e.contains("train.write_repeat_max") && e.contains("≥ 1"), "{e}");
 }
 
 #[test]
@@ -291,6 +304,21 @@ fn data_parallel_over_two_devices_matches_one_device() {
         assert!((a - b).abs() <= 1e-4 * a.abs(), "step {step}: one device {a}, two devices {b}");
     }
     assert!(one.losses[7] < one.losses[0]);
+
+    // Memory dilution draws each stream's write weights whichever device has the stream.
+    let diluted = |run: &Path| {
+        let mut c = cfg(run);
+        c.train.write_repeat_max = 8.0;
+        c
+    };
+    let (run_one, run_two) = (dir.path().join("one-diluted"), dir.path().join("two-diluted"));
+    let one = train(diluted(&run_one), Start::Fresh, options(&run_one, None)).unwrap();
+    let mut two_options = options(&run_two, None);
+    two_options.replicas = vec![Device::flex()];
+    let two = train(diluted(&run_two), Start::Fresh, two_options).unwrap();
+    for (step, (a, b)) in one.losses.iter().zip(&two.losses).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "diluted, step {step}: one device {a}, two devices {b}");
+    }
 
     let mut odd = cfg(&dir.path().join("odd"));
     odd.data.batch_size = 3;
