@@ -289,35 +289,27 @@ fn data_parallel_over_two_devices_matches_one_device() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path());
-    let run_one = dir.path().join("one");
-    let run_two = dir.path().join("two");
     let cfg = |run: &Path| {
         let mut c = config(&data, run, 8);
         c.eval.every = 0;
         c
     };
-    let one = train(cfg(&run_one), Start::Fresh, options(&run_one, None)).unwrap();
-    let mut two_options = options(&run_two, None);
-    two_options.replicas = vec![Device::flex()];
-    let two = train(cfg(&run_two), Start::Fresh, two_options).unwrap();
-    for (step, (a, b)) in one.losses.iter().zip(&two.losses).enumerate() {
-        assert!((a - b).abs() <= 1e-4 * a.abs(), "step {step}: one device {a}, two devices {b}");
-    }
-    assert!(one.losses[7] < one.losses[0]);
-
-    // Memory dilution draws each stream's write weights whichever device has the stream.
-    let diluted = |run: &Path| {
-        let mut c = cfg(run);
-        c.train.write_repeat_max = 8.0;
-        c
-    };
-    let (run_one, run_two) = (dir.path().join("one-diluted"), dir.path().join("two-diluted"));
-    let one = train(diluted(&run_one), Start::Fresh, options(&run_one, None)).unwrap();
-    let mut two_options = options(&run_two, None);
-    two_options.replicas = vec![Device::flex()];
-    let two = train(diluted(&run_two), Start::Fresh, two_options).unwrap();
-    for (step, (a, b)) in one.losses.iter().zip(&two.losses).enumerate() {
-        assert!((a - b).abs() <= 1e-4 * a.abs(), "diluted, step {step}: one device {a}, two devices {b}");
+    // Plain, then with memory dilution (each stream's write weights drawn the same whichever
+    // device has the stream).
+    for write_repeat_max in [1.0, 8.0] {
+        let train_on = |devices: usize| {
+            let run = dir.path().join(format!("{devices}-{write_repeat_max}"));
+            let mut c = cfg(&run);
+            c.train.write_repeat_max = write_repeat_max;
+            let mut o = options(&run, None);
+            o.replicas = vec![Device::flex(); devices - 1];
+            train(c, Start::Fresh, o).unwrap().losses
+        };
+        let (one, two) = (train_on(1), train_on(2));
+        for (step, (a, b)) in one.iter().zip(&two).enumerate() {
+            assert!((a - b).abs() <= 1e-4 * a.abs(), "write_repeat_max {write_repeat_max}, step {step}: one device {a}, two devices {b}");
+        }
+        assert!(one[7] < one[0]);
     }
 
     let mut odd = cfg(&dir.path().join("odd"));
