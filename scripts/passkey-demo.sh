@@ -14,7 +14,7 @@
 #      memory the answer loss stops falling within 1,000; the time goes to the memory run),
 #   3. print both passkey tables from the training length (1K) to 16x it (16K), with held-out
 #      keys, 10 trials per cell, and where the memory's read goes (--diagnose).
-# About 25 minutes on 2 cores after the build, measured on an AMD EPYC (an earlier version took
+# About 27 minutes on 2 cores after the build, measured on an AMD EPYC (an earlier version took
 # 42 minutes on an Intel Xeon). Re-running skips what is done.
 # Measured: 100% of held-out keys at 1K-16K at depths 0-0.75, 90% at depth 1 (docs/results.md).
 #
