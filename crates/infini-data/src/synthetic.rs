@@ -103,6 +103,12 @@ pub struct SyntheticSpec {
     /// Recall: pairs written at the start and asked for at the end.
     #[serde(default = "d_pairs")]
     pub pairs: usize,
+    /// Passkey: share of documents whose key sentence sits at an end of the filler (depth 0,
+    /// right after the instruction, or depth 1, right before the question; half each). The
+    /// others draw the depth uniformly, which puts a key at an end in about one document of
+    /// 2 × the filler repeats. Default 0.
+    #[serde(default)]
+    pub end_depth_share: f64,
 }
 
 fn d_train() -> usize {
@@ -133,6 +139,12 @@ impl SyntheticSpec {
         if self.train_docs == 0 {
             return fail("synthetic.train_docs must be at least 1");
         }
+        if !(0.0..=1.0).contains(&self.end_depth_share) {
+            return fail(format!("synthetic.end_depth_share must be between 0 and 1, got {}", self.end_depth_share));
+        }
+        if self.task != Task::Passkey && self.end_depth_share != 0.0 {
+            return fail("synthetic.end_depth_share applies to task = \"passkey\" only");
+        }
         if self.task == Task::Recall && !(1..=RECALL_NAMES.len()).contains(&self.pairs) {
             return fail(format!("synthetic.pairs must be between 1 and {}, got {}", RECALL_NAMES.len(), self.pairs));
         }
@@ -141,7 +153,10 @@ impl SyntheticSpec {
 
     /// A one-line description, for the prepared data's manifest.
     pub fn describe(&self) -> String {
-        format!("{self:?}")
+        // It fingerprints prepared data: a share of 0 is left out, so that data prepared before
+        // the option existed is still up to date.
+        let text = format!("{self:?}");
+        if self.end_depth_share == 0.0 { text.replace(", end_depth_share: 0.0", "") } else { text }
     }
 
     /// The documents of `split`; `count` gives a piece's length in tokens (the preparing
@@ -161,7 +176,7 @@ impl SyntheticSpec {
                 let pieces = match self.task {
                     Task::Passkey => {
                         let key = rng.key(self.digits, heldout);
-                        let depth = rng.uniform();
+                        let depth = spread_depth(rng.uniform(), self.end_depth_share);
                         passkey_pieces(key, length, depth, filler, count)
                     }
                     Task::Recall => recall_pieces(&mut rng, self.pairs, self.digits, heldout, length, filler, count),
@@ -169,6 +184,20 @@ impl SyntheticSpec {
                 document(format!("{:?}-{}-{i:06}", self.task, split).to_lowercase(), pieces)
             })
             .collect()
+    }
+}
+
+/// The key's depth from a uniform draw `u` in [0, 1): `share` of the draws go to the ends (0 or
+/// 1, half each), the rest spread uniformly in between. One draw, so that a share of 0 gives the
+/// documents of before, and another share changes the depths but not the keys or lengths.
+pub fn spread_depth(u: f64, share: f64) -> f64 {
+    let half = share / 2.0;
+    if u < half {
+        0.0
+    } else if u >= 1.0 - half {
+        1.0
+    } else {
+        (u - half) / (1.0 - share)
     }
 }
 

@@ -9,7 +9,7 @@ use infini_data::tokenizer::train_bpe;
 use infini_data::{Corpus, PreparedData, SegmentStream, Split, SplitData, prepare};
 
 fn spec(task: Task, seed: u64) -> SyntheticSpec {
-    SyntheticSpec { task, seed, train_docs: 60, heldout_docs: 8, min_tokens: 100, max_tokens: 200, digits: 5, pairs: 3 }
+    SyntheticSpec { task, seed, train_docs: 60, heldout_docs: 8, min_tokens: 100, max_tokens: 200, digits: 5, pairs: 3, end_depth_share: 0.0 }
 }
 
 fn numbers(text: &str) -> Vec<u32> {
@@ -42,6 +42,46 @@ fn generation_is_deterministic_and_keeps_evaluation_keys_out_of_training() {
             }
         }
     }
+}
+
+#[test]
+fn end_depth_share_puts_keys_at_the_ends_and_changes_nothing_else() {
+    use infini_data::synthetic::{PASSKEY_INSTRUCTION, PASSKEY_QUESTION};
+    let docs = |share: f64| {
+        let spec = SyntheticSpec { train_docs: 400, end_depth_share: share, ..spec(Task::Passkey, 5) };
+        spec.validate().unwrap();
+        spec.documents(Split::Train, &|t| t.len() / 4)
+    };
+    // (key first after the instruction, key right before the question) per document.
+    let ends = |docs: &[infini_data::corpus::Document]| -> (usize, usize) {
+        let first = docs.iter().filter(|d| d.text[PASSKEY_INSTRUCTION.len()..].starts_with(" The pass key is")).count();
+        let last = docs.iter().filter(|d| d.text.contains(&format!("is the pass key.{PASSKEY_QUESTION}"))).count();
+        (first, last)
+    };
+    let (uniform, half) = (docs(0.0), docs(0.5));
+    // A card without the key gets a share of 0.
+    let card: SyntheticSpec = toml::from_str("task = \"passkey\"\nmin_tokens = 100\nmax_tokens = 200").unwrap();
+    assert_eq!(card.end_depth_share, 0.0);
+    // ... and the description that fingerprints prepared data stays what it was without the key.
+    assert!(!card.describe().contains("end_depth_share"), "{}", card.describe());
+    let with = SyntheticSpec { end_depth_share: 0.5, ..card.clone() };
+    assert!(with.describe().contains("end_depth_share: 0.5"));
+    // The same keys and lengths, the depths moved: about a quarter of the keys at each end.
+    for (a, b) in uniform.iter().zip(&half) {
+        assert_eq!(numbers(&a.text), numbers(&b.text));
+        assert_eq!(a.text.len(), b.text.len());
+    }
+    let (u0, u1) = ends(&uniform);
+    let (h0, h1) = ends(&half);
+    // Uniform depths put a key at an end in about 1 of 2 × repeats (2-7 here) documents; a share
+    // of 0.5 adds a quarter of the others at each end.
+    assert!(u0 < 80 && u1 < 80, "uniform depths: {u0} and {u1} of 400 at the ends");
+    assert!(h0 >= u0 + 60 && h1 >= u1 + 60 && h0 < 200 && h1 < 200, "share 0.5: {h0} and {h1} of 400 at the ends");
+
+    let bad = SyntheticSpec { end_depth_share: 1.5, ..spec(Task::Passkey, 5) };
+    assert!(bad.validate().unwrap_err().to_string().contains("end_depth_share"));
+    let recall = SyntheticSpec { end_depth_share: 0.2, ..spec(Task::Recall, 5) };
+    assert!(recall.validate().unwrap_err().to_string().contains("passkey"));
 }
 
 #[test]

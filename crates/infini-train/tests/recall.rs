@@ -72,6 +72,7 @@ fn memory_learns_across_segment_recall_that_local_attention_cannot() {
         max_tokens: 180,
         digits: 3,
         pairs: 1,
+        end_depth_share: 0.0,
     };
     let corpus = Corpus::synthetic(dir.path(), spec).unwrap();
     let tok = train_bpe(corpus.documents(Split::Train).unwrap(), 400, u64::MAX, None, true, &dir.path().join("tok.json")).unwrap();
