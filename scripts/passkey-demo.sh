@@ -14,8 +14,8 @@
 #      memory the answer loss stops falling within 1,000; the time goes to the memory run),
 #   3. print both passkey tables from the training length (1K) to 16x it (16K), with held-out
 #      keys, 10 trials per cell, and where the memory's read goes (--diagnose).
-# About 27 minutes on 2 cores after the build, measured on an AMD EPYC (an earlier version took
-# 42 minutes on an Intel Xeon). Re-running skips what is done.
+# About 27 minutes on 2 cores after the build on an AMD EPYC, 39 on an Intel Xeon (the same table
+# on both: training is deterministic). Re-running skips what is done.
 # Measured: 100% of held-out keys at 1K-16K at depths 0-0.75, 90% at depth 1 (docs/results.md).
 #
 # --longer then continues the memory model for 1,000 steps on documents of up to 2,048 tokens
