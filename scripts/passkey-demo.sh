@@ -19,8 +19,9 @@
 # Measured: 100% of held-out keys at 1K-16K at depths 0-0.75, 90% at depth 1 (docs/results.md).
 #
 # --longer then continues the memory model for 1,000 steps on documents of up to 2,048 tokens
-# (runs/passkey-demo-2k) and prints its table from 2K to 16x (32K). About 15 minutes more
-# (measured before dilution: 100% at 2K, 50-70% at 8K, 0-10% at 32K).
+# (runs/passkey-demo-2k, with the same dilution) and prints its table from 2K to 16x (32K). About
+# 15 minutes more; measured: 100% at 2K, 90-100% at 8K, 60-100% at 32K (depth 1 the weakest;
+# 0-10% at 32K before dilution).
 # Usage: scripts/passkey-demo.sh [--trials N] [--seed S] [--longer]   (the passkey test's trials and key seed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
