@@ -190,7 +190,7 @@ impl SyntheticSpec {
 /// The key's depth from a uniform draw `u` in [0, 1): `share` of the draws go to the ends (0 or
 /// 1, half each), the rest spread uniformly in between. One draw, so that a share of 0 gives the
 /// documents of before, and another share changes the depths but not the keys or lengths.
-pub fn spread_depth(u: f64, share: f64) -> f64 {
+fn spread_depth(u: f64, share: f64) -> f64 {
     let half = share / 2.0;
     if u < half {
         0.0
