@@ -9,7 +9,8 @@ A better than the first. Same splits and ids as the source, one document per id.
 
 With --gap-chars the passage B between the two A's has its own length: a short A and a long B
 make a repetition that is short enough for the memory to hold and too far back for local
-attention (e.g. --chars 250 --gap-chars 1000: about 65 tokens repeated 330 tokens on).
+attention (datasets/standin-repeats-short.toml: --chars 350 --gap-chars 800, about 95 tokens
+repeated about 215 tokens on).
 
   python3 scripts/repeat-corpus.py data/standin-books data/standin-repeats [--chars 1000] [--gap-chars N]
 """
