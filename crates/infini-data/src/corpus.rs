@@ -188,7 +188,11 @@ impl Corpus {
                 let Some(spec) = &self.synthetic else {
                     return fail("format synthetic needs a dataset card with a [synthetic] table (see datasets/passkey.toml)");
                 };
-                Ok(Box::new(spec.documents(split, count).into_iter().map(Ok)))
+                let filler = match self.filler_corpus()? {
+                    Some(corpus) => Some(corpus.split_text(split)?),
+                    None => None,
+                };
+                Ok(Box::new(spec.documents_with(split, count, filler.as_deref()).into_iter().map(Ok)))
             }
             Format::Pg19 => pg19_documents(self, split),
             Format::ProofPile => proof_pile_documents(self, split),
@@ -202,8 +206,36 @@ impl Corpus {
             Format::Pg19 => Ok(pg19_books(self, split, &pg19_metadata(&self.root)?)?.into_iter().map(|(_, p)| p).collect()),
             Format::ProofPile => proof_pile_files(&self.split_dir(split)),
             Format::Text => Ok(text_split(&self.root)?.remove(&split).unwrap_or_default()),
-            Format::Synthetic => Ok(Vec::new()),
+            Format::Synthetic => match self.filler_corpus()? {
+                Some(corpus) => corpus.files(split),
+                None => Ok(Vec::new()),
+            },
         }
+    }
+
+    /// A synthetic corpus's `filler` corpus (its folder relative to the dataset card), if any.
+    fn filler_corpus(&self) -> Result<Option<Corpus>> {
+        let Some(path) = self.synthetic.as_ref().and_then(|s| s.filler.as_deref()) else {
+            return Ok(None);
+        };
+        let path = Path::new(path);
+        let root = if path.is_absolute() { path.to_path_buf() } else { self.root.parent().unwrap_or(Path::new(".")).join(path) };
+        let corpus = Corpus::open(&root, crate::card::detect_format(&root), None)
+            .map_err(|e| crate::error::DataError(format!("synthetic.filler: {e}")))?;
+        Ok(Some(corpus))
+    }
+
+    /// The whole text of `split`, documents separated by blank lines (a synthetic corpus's filler).
+    fn split_text(&self, split: Split) -> Result<String> {
+        let mut text = String::new();
+        for doc in self.documents(split)? {
+            text += doc?.text.trim();
+            text += "\n\n";
+        }
+        if text.trim().is_empty() {
+            return fail(format!("synthetic.filler: the {split} split of {} has no text", self.root.display()));
+        }
+        Ok(text)
     }
 }
 

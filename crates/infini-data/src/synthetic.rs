@@ -9,6 +9,10 @@
 //!   filler, then every code asked for in random order; with the filler longer than a segment,
 //!   local attention alone is at chance on the answers.
 //!
+//! The filler is the fixed filler sentences, or with `filler = "<corpus folder>"` consecutive
+//! text of that corpus's same split (a needle in a real haystack: the codes or the key written
+//! into books, held-out filler for held-out documents).
+//!
 //! A document is a list of pieces, each tokenized on its own (as `infini passkey` tokenizes its
 //! prompts), so the answer pieces map to exact token ranges. Keys and codes are split in two
 //! disjoint sets by a fixed hash: the train split only uses training keys, validation, test and
@@ -109,6 +113,11 @@ pub struct SyntheticSpec {
     /// 2 × the filler repeats. Default 0.
     #[serde(default)]
     pub end_depth_share: f64,
+    /// Filler from a corpus instead of the fixed filler sentences: its folder (pg19, proof-pile
+    /// or text layout, detected), relative to the dataset card unless absolute. Each document's
+    /// filler is consecutive text of the same split from a random place in it.
+    #[serde(default)]
+    pub filler: Option<String>,
 }
 
 fn d_train() -> usize {
@@ -145,6 +154,9 @@ impl SyntheticSpec {
         if self.task != Task::Passkey && self.end_depth_share != 0.0 {
             return fail("synthetic.end_depth_share applies to task = \"passkey\" only");
         }
+        if self.filler.as_ref().is_some_and(|f| f.trim().is_empty()) {
+            return fail("synthetic.filler must name a corpus folder (or be left out for the fixed filler sentences)");
+        }
         if self.task == Task::Recall && !(1..=RECALL_NAMES.len()).contains(&self.pairs) {
             return fail(format!("synthetic.pairs must be between 1 and {}, got {}", RECALL_NAMES.len(), self.pairs));
         }
@@ -155,13 +167,20 @@ impl SyntheticSpec {
     pub fn describe(&self) -> String {
         // It fingerprints prepared data: a share of 0 is left out, so that data prepared before
         // the option existed is still up to date.
-        let text = format!("{self:?}");
+        let text = format!("{self:?}").replace(", filler: None", "");
         if self.end_depth_share == 0.0 { text.replace(", end_depth_share: 0.0", "") } else { text }
     }
 
-    /// The documents of `split`; `count` gives a piece's length in tokens (the preparing
-    /// tokenizer's, or an estimate when there is none yet, e.g. to train one).
+    /// The documents of `split` with the fixed filler sentences; `count` gives a piece's length
+    /// in tokens (the preparing tokenizer's, or an estimate when there is none yet, e.g. to train
+    /// one). [`crate::Corpus::documents_sized`] reads `filler` and calls [`Self::documents_with`].
     pub fn documents(&self, split: Split, count: &dyn Fn(&str) -> usize) -> Vec<Document> {
+        self.documents_with(split, count, None)
+    }
+
+    /// The documents of `split`, their filler taken from `filler_text` (the whole text of the
+    /// filler corpus's split) when given, else the fixed filler sentences.
+    pub fn documents_with(&self, split: Split, count: &dyn Fn(&str) -> usize, filler_text: Option<&str>) -> Vec<Document> {
         let (docs, stream) = match split {
             Split::Train => (self.train_docs, 1u64),
             Split::Validation => (self.heldout_docs, 2),
@@ -169,7 +188,13 @@ impl SyntheticSpec {
         };
         let mut rng = Rng(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stream.wrapping_mul(0xd1b5_4a32_d192_ed03));
         let heldout = split != Split::Train;
-        let filler = count(PASSKEY_FILLER).max(1);
+        let filler = match filler_text {
+            Some(text) if !text.trim().is_empty() => Filler::Text(text),
+            _ => Filler::Fixed(count(PASSKEY_FILLER).max(1)),
+        };
+        // Where the filler text starts: a stream of its own, so that a filler corpus changes the
+        // haystack and not the keys, codes, depths or lengths.
+        let mut place = Rng(rng.0 ^ 0x5851_f42d_4c95_7f2d);
         (0..docs)
             .map(|i| {
                 let length = rng.range(self.min_tokens, self.max_tokens);
@@ -177,9 +202,9 @@ impl SyntheticSpec {
                     Task::Passkey => {
                         let key = rng.key(self.digits, heldout);
                         let depth = spread_depth(rng.uniform(), self.end_depth_share);
-                        passkey_pieces(key, length, depth, filler, count)
+                        passkey_pieces(&mut place, key, length, depth, &filler, count)
                     }
-                    Task::Recall => recall_pieces(&mut rng, self.pairs, self.digits, heldout, length, filler, count),
+                    Task::Recall => recall_pieces(&mut rng, &mut place, self.pairs, self.digits, heldout, length, &filler, count),
                 };
                 document(format!("{:?}-{}-{i:06}", self.task, split).to_lowercase(), pieces)
             })
@@ -235,12 +260,89 @@ pub fn passkey_prompt_pieces(key: u32, length: usize, depth: f64, filler: usize,
     pieces
 }
 
-fn passkey_pieces(key: u32, length: usize, depth: f64, filler: usize, count: &dyn Fn(&str) -> usize) -> Vec<(String, bool)> {
+/// Where a document's filler comes from.
+enum Filler<'a> {
+    /// [`PASSKEY_FILLER`] repeated; its length in tokens.
+    Fixed(usize),
+    /// Consecutive text of a corpus split, from a random place.
+    Text(&'a str),
+}
+
+/// About `tokens` tokens (at least that many, by `count`) of consecutive text from a random
+/// word boundary of `text`, wrapping around at its end, as one piece starting with a space.
+fn text_filler(rng: &mut Rng, text: &str, tokens: usize, count: &dyn Fn(&str) -> usize) -> String {
+    let tokens = tokens.max(1);
+    let mut start = ((rng.uniform() * text.len() as f64) as usize).min(text.len() - 1);
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    // Start after the next whitespace (a whole word), wrapping to the text's start.
+    start = text[start..].find(char::is_whitespace).map_or(0, |i| start + i);
+    let take = |bytes: usize| -> String {
+        let mut piece = String::with_capacity(bytes + 16);
+        let mut at = start;
+        while piece.len() < bytes {
+            let mut end = (at + bytes - piece.len()).min(text.len());
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            piece += &text[at..end];
+            at = if end == text.len() { 0 } else { end };
+        }
+        // End before the last whitespace: no word cut in two.
+        let body = piece.trim();
+        let body = body.rfind(char::is_whitespace).map_or(body, |i| body[..i].trim_end());
+        format!(" {body}")
+    };
+    let mut bytes = tokens * 4;
+    let mut piece = take(bytes);
+    for _ in 0..6 {
+        let got = count(&piece).max(1);
+        if got >= tokens && got <= tokens + tokens / 20 + 2 {
+            break;
+        }
+        bytes = ((bytes as f64 * tokens as f64 / got as f64).ceil() as usize).max(bytes / 4) + 8;
+        piece = take(bytes);
+    }
+    piece
+}
+
+/// Splits a filler piece at the whitespace nearest `depth` of its length (0 = all after).
+fn split_at_depth(piece: &str, depth: f64) -> (String, String) {
+    let body = piece.trim_start();
+    let mut at = (depth.clamp(0.0, 1.0) * body.len() as f64) as usize;
+    while !body.is_char_boundary(at) {
+        at -= 1;
+    }
+    let at = if at == 0 || at == body.len() { at } else { body[at..].find(char::is_whitespace).map_or(body.len(), |i| at + i) };
+    let wrap = |s: &str| if s.trim().is_empty() { String::new() } else { format!(" {}", s.trim()) };
+    (wrap(&body[..at]), wrap(&body[at..]))
+}
+
+fn passkey_pieces(
+    place: &mut Rng,
+    key: u32,
+    length: usize,
+    depth: f64,
+    filler: &Filler,
+    count: &dyn Fn(&str) -> usize,
+) -> Vec<(String, bool)> {
     let answer = passkey_answer(key);
     let prompt = length.saturating_sub(count(&answer) + 1);
     let sentence = passkey_sentence(key);
+    let prompt_pieces = match filler {
+        Filler::Fixed(tokens) => passkey_prompt_pieces(key, prompt, depth, *tokens, count),
+        Filler::Text(text) => {
+            let fixed = count(PASSKEY_INSTRUCTION) + count(&sentence) + count(PASSKEY_QUESTION);
+            let (before, after) = split_at_depth(&text_filler(place, text, prompt.saturating_sub(fixed), count), depth);
+            let mut pieces = vec![PASSKEY_INSTRUCTION.to_string()];
+            pieces.extend([before, sentence.clone(), after].into_iter().filter(|p| !p.is_empty()));
+            pieces.push(PASSKEY_QUESTION.to_string());
+            pieces
+        }
+    };
     let mut pieces = Vec::new();
-    for piece in passkey_prompt_pieces(key, prompt, depth, filler, count) {
+    for piece in prompt_pieces {
         if piece == sentence {
             // The key's second mention is an answer too: it can be copied from the first, a
             // few tokens back, which teaches the copy that the question's answer needs.
@@ -265,13 +367,15 @@ pub const RECALL_NAMES: [&str; 24] = [
     "table", "bread", "ship", "tree", "door", "lamp", "fish", "bird", "ring", "moon",
 ];
 
+#[allow(clippy::too_many_arguments)]
 fn recall_pieces(
     rng: &mut Rng,
+    place: &mut Rng,
     pairs: usize,
     digits: u32,
     heldout: bool,
     length: usize,
-    filler: usize,
+    filler: &Filler,
     count: &dyn Fn(&str) -> usize,
 ) -> Vec<(String, bool)> {
     // Distinct names, each with its code.
@@ -301,8 +405,13 @@ fn recall_pieces(
         tail.push((".".to_string(), false));
     }
     let fixed: usize = head.iter().chain(&tail).map(|(p, _)| count(p)).sum();
-    let repeats = length.saturating_sub(fixed).div_ceil(filler).max(1);
-    head.extend(std::iter::repeat_n((PASSKEY_FILLER.to_string(), false), repeats));
+    match filler {
+        Filler::Fixed(tokens) => {
+            let repeats = length.saturating_sub(fixed).div_ceil(*tokens).max(1);
+            head.extend(std::iter::repeat_n((PASSKEY_FILLER.to_string(), false), repeats));
+        }
+        Filler::Text(text) => head.push((text_filler(place, text, length.saturating_sub(fixed), count), false)),
+    }
     head.extend(tail);
     head
 }

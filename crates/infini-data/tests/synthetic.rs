@@ -9,7 +9,7 @@ use infini_data::tokenizer::train_bpe;
 use infini_data::{Corpus, PreparedData, SegmentStream, Split, SplitData, prepare};
 
 fn spec(task: Task, seed: u64) -> SyntheticSpec {
-    SyntheticSpec { task, seed, train_docs: 60, heldout_docs: 8, min_tokens: 100, max_tokens: 200, digits: 5, pairs: 3, end_depth_share: 0.0 }
+    SyntheticSpec { task, seed, train_docs: 60, heldout_docs: 8, min_tokens: 100, max_tokens: 200, digits: 5, pairs: 3, end_depth_share: 0.0, filler: None }
 }
 
 fn numbers(text: &str) -> Vec<u32> {
@@ -111,6 +111,59 @@ fn prepared_answers_are_the_key_tokens_and_lengths_are_in_tokens() {
         let prompt = tok.decode(&ids[..doc.answers[1][0] as usize]).unwrap();
         assert!(prompt.ends_with("What is the pass key? The pass key is"));
     }
+}
+
+#[test]
+fn filler_from_a_corpus_is_its_own_split_text_and_keeps_answers_and_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    // A text-layout corpus whose splits use different words, next to the dataset card.
+    let books = dir.path().join("books");
+    for (split, word) in [("train", "alpha"), ("validation", "beta"), ("test", "gamma")] {
+        std::fs::create_dir_all(books.join(split)).unwrap();
+        let text: String = (0..3000).map(|i| format!("{word}{} ", i % 7)).collect();
+        std::fs::write(books.join(split).join("a.txt"), text).unwrap();
+    }
+    let card = dir.path().join("card.toml");
+    let words = |t: &str| t.len().div_ceil(4);
+    for task in [Task::Passkey, Task::Recall] {
+        let spec = SyntheticSpec { filler: Some("books".into()), ..spec(task, 2) };
+        spec.validate().unwrap();
+        assert!(spec.describe().contains("filler: Some(\"books\")"));
+        let corpus = Corpus::synthetic(&card, spec.clone()).unwrap();
+        assert_eq!(corpus.files(Split::Test).unwrap().len(), 1, "the filler's files fingerprint the prepared data");
+        for (split, word, others) in [(Split::Train, "alpha", ["beta", "gamma"]), (Split::Test, "gamma", ["alpha", "beta"])] {
+            let docs: Vec<_> = corpus.documents_sized(split, &words).unwrap().map(Result::unwrap).collect();
+            let fixed = spec.documents(split, &words);
+            assert_eq!(docs.len(), fixed.len());
+            for (doc, plain) in docs.iter().zip(&fixed) {
+                assert!(doc.text.contains(word), "{split}: no filler from its own split");
+                assert!(others.iter().all(|w| !doc.text.contains(w)), "{split}: filler from another split");
+                assert!(!doc.text.contains("The grass is green"));
+                // The same keys as with the fixed filler (the filler's place is a stream of its own), in
+                // a document of about the length drawn.
+                assert_eq!(numbers(&doc.text), numbers(&plain.text));
+                let len = words(&doc.text);
+                assert!((90..=230).contains(&len), "{split}: {len} tokens for 100-200");
+                // Answers are still exactly the keys, each written earlier.
+                let mut start = 0;
+                for span in &doc.spans {
+                    let piece = &doc.text[start..span.end];
+                    if span.answer && piece != "." {
+                        let key = numbers(piece)[0];
+                        assert!(doc.text[..start].contains(&key.to_string()));
+                    }
+                    start = span.end;
+                }
+                assert_eq!(start, doc.text.len());
+            }
+            // Filler from different places: not every document the same text.
+            assert!(docs.windows(2).any(|w| w[0].text != w[1].text));
+        }
+    }
+    // A missing filler folder is a one-line error naming the key.
+    let spec = SyntheticSpec { filler: Some("nowhere".into()), ..spec(Task::Recall, 2) };
+    let e = Corpus::synthetic(&card, spec).unwrap().documents(Split::Train).err().expect("no filler corpus");
+    assert!(e.to_string().contains("synthetic.filler") && e.to_string().contains("nowhere"), "{e}");
 }
 
 #[test]

@@ -73,6 +73,7 @@ fn memory_learns_across_segment_recall_that_local_attention_cannot() {
         digits: 3,
         pairs: 1,
         end_depth_share: 0.0,
+        filler: None,
     };
     let corpus = Corpus::synthetic(dir.path(), spec).unwrap();
     let tok = train_bpe(corpus.documents(Split::Train).unwrap(), 400, u64::MAX, None, true, &dir.path().join("tok.json")).unwrap();
