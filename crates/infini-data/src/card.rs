@@ -79,19 +79,17 @@ pub fn open_dataset(dataset: &Path, format: Option<&str>, config_filter: Option<
             let Some(spec) = card.synthetic else {
                 return fail(format!("{}: format \"synthetic\" needs a [synthetic] table (task, min_tokens, max_tokens, ...)", dataset.display()));
             };
-            if let Some(filler) = spec.filler.as_deref() {
-                let filler = dataset.parent().unwrap_or(Path::new(".")).join(filler);
-                if !filler.is_dir() {
-                    return fail(format!(
-                        "dataset `{}` takes its filler text from {}, which is not there (from {}); to get it: {}",
-                        card.name,
-                        filler.display(),
-                        dataset.display(),
-                        card.obtain
-                    ));
-                }
+            let corpus = Corpus::synthetic(dataset, spec).map_err(|e| crate::error::DataError(format!("{}: {e}", dataset.display())))?;
+            if let Some(filler) = corpus.filler_root().filter(|f| !f.is_dir()) {
+                return fail(format!(
+                    "dataset `{}` takes its filler text from {}, which is not there (from {}); to get it: {}",
+                    card.name,
+                    filler.display(),
+                    dataset.display(),
+                    card.obtain
+                ));
             }
-            return Corpus::synthetic(dataset, spec).map_err(|e| crate::error::DataError(format!("{}: {e}", dataset.display())));
+            return Ok(corpus);
         }
         if card.synthetic.is_some() {
             return fail(format!("{}: a [synthetic] table needs format = \"synthetic\"", dataset.display()));

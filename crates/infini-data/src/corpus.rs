@@ -213,13 +213,18 @@ impl Corpus {
         }
     }
 
-    /// A synthetic corpus's `filler` corpus (its folder relative to the dataset card), if any.
+    /// Where a synthetic corpus's `filler` corpus is (its folder relative to the dataset card;
+    /// an absolute path stays as it is), if it has one.
+    pub(crate) fn filler_root(&self) -> Option<PathBuf> {
+        let path = self.synthetic.as_ref()?.filler.as_deref()?;
+        Some(self.root.parent().unwrap_or(Path::new(".")).join(path))
+    }
+
+    /// A synthetic corpus's `filler` corpus, if any.
     fn filler_corpus(&self) -> Result<Option<Corpus>> {
-        let Some(path) = self.synthetic.as_ref().and_then(|s| s.filler.as_deref()) else {
+        let Some(root) = self.filler_root() else {
             return Ok(None);
         };
-        let path = Path::new(path);
-        let root = if path.is_absolute() { path.to_path_buf() } else { self.root.parent().unwrap_or(Path::new(".")).join(path) };
         let corpus = Corpus::open(&root, crate::card::detect_format(&root), None)
             .map_err(|e| crate::error::DataError(format!("synthetic.filler: {e}")))?;
         Ok(Some(corpus))
